@@ -1,0 +1,31 @@
+# Two commands do all set-up: `make run` (launch the app) and `make test` (run the tests).
+# Both create or update the virtual environment in .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24" "setuptools>=68,<82" wheel
+	$(PY) -m pip install --quiet -e ".[gui,align,dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/sketchstudio
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sketchstudio trainer tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,134 @@
+"""Translator: load G and/or F from a checkpoint, translate images, expose feature maps.
+
+The one inference path for the GUI, the CLIs, evaluation and matching. Input is an RGB ``uint8``
+array (already aligned to the CUFS geometry, or any crop); the output has the input's size.
+CUDA errors (out of memory, missing kernels) fall back to the CPU with a note, instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import DIRECTIONS, Checkpoint, build_student, read_checkpoint
+from .device import describe_device, is_device_failure, pick_device
+from .errors import CheckpointError, ConfigError
+from .imaging import check_rgb, to_image, to_tensor
+from .models import StudentNet, VGGTeacher, load_teacher
+from .resources import default_model_path
+
+log = logging.getLogger(__name__)
+
+PHOTO2SKETCH, SKETCH2PHOTO = "photo2sketch", "sketch2photo"
+
+
+@dataclass
+class Translation:
+    """Result of one translation: the output image at the input's size, plus optional taps."""
+
+    output: np.ndarray
+    direction: str
+    taps: dict[str, torch.Tensor] = field(default_factory=dict)  # (C, h, w) float32 on CPU
+    input_tensor: torch.Tensor | None = None  # (1, 3, S, S) in [-1, 1]
+
+
+class Translator:
+    """Holds the students of one checkpoint on one device. Thread-safe for concurrent calls."""
+
+    def __init__(self, model: str | os.PathLike[str] | Checkpoint | None = None,
+                 device: str = "auto", teacher_path: str | None = None) -> None:
+        if model is None:
+            model = default_model_path()
+            if model is None:
+                raise CheckpointError(
+                    "No model given and no default model is installed. Load a checkpoint "
+                    "(--model PATH) or train one with sketchstudio-train.")
+        self.ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+        self.model_path = self.ckpt.path
+        self.device = pick_device(device)
+        self.image_size = int(self.ckpt.meta.image_size)
+        self.teacher_path = teacher_path
+        self.fallback_note: str | None = None
+        self._nets: dict[str, StudentNet] = {}
+        self._teacher: VGGTeacher | None = None
+        self._lock = threading.RLock()
+
+    # --------------------------------------------------------------------------------------
+    @property
+    def directions(self) -> list[str]:
+        return self.ckpt.directions
+
+    @property
+    def device_name(self) -> str:
+        return describe_device(self.device)
+
+    def net(self, direction: str) -> StudentNet:
+        with self._lock:
+            if direction not in self._nets:
+                self._nets[direction] = build_student(self.ckpt, direction).to(self.device)
+            return self._nets[direction]
+
+    def teacher(self) -> VGGTeacher:
+        """The VGG-19 teacher for feature comparisons (raises TeacherUnavailableError if none)."""
+        with self._lock:
+            if self._teacher is None:
+                t = load_teacher(self.teacher_path, allow_download=False, device=self.device)
+                t.set_channel_scales(self.ckpt.teacher_scales())
+                self._teacher = t
+            return self._teacher
+
+    def _fall_back_to_cpu(self, exc: BaseException) -> None:
+        self.fallback_note = (f"{self.device_name} failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120]}); running on the CPU instead.")
+        log.warning(self.fallback_note)
+        self.device = torch.device("cpu")
+        self._nets = {k: v.cpu() for k, v in self._nets.items()}
+        if self._teacher is not None:
+            self._teacher = self._teacher.cpu()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _run(self, fn):
+        """Run ``fn()`` on the current device; on a GPU failure retry once on the CPU."""
+        with self._lock, torch.inference_mode():
+            try:
+                return fn()
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                if self.device.type == "cpu" or not is_device_failure(exc):
+                    raise
+                self._fall_back_to_cpu(exc)
+                return fn()
+
+    # --------------------------------------------------------------------------------------
+    def translate(self, img: np.ndarray, direction: str, return_taps: bool = False) -> Translation:
+        """Translate an RGB image; the output is resized back to the input's width × height."""
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"Unknown direction '{direction}'; use {' or '.join(DIRECTIONS)}.")
+        img = check_rgb(img)
+        h, w = img.shape[:2]
+        x = to_tensor(img, self.image_size)
+
+        def fwd() -> Translation:
+            out, taps = self.net(direction)(x.to(self.device), return_taps=True)
+            return Translation(
+                output=to_image(out, w, h), direction=direction, input_tensor=x,
+                taps={k: v[0].float().cpu() for k, v in taps.items()} if return_taps else {})
+
+        return self._run(fwd)
+
+    def teacher_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Teacher taps (scaled as in training) for a (1, 3, S, S) input; (C, h, w) on CPU."""
+        def fwd() -> dict[str, torch.Tensor]:
+            return {k: v[0].float().cpu() for k, v in self.teacher()(x.to(self.device)).items()}
+
+        return self._run(fwd)
+
+
+def load_translator(model: str | Path | None = None, device: str = "auto") -> Translator:
+    return Translator(model, device=device)

@@ -1,0 +1,113 @@
+"""The student generators G (photo→sketch) and F (sketch→photo) of the KT paper.
+
+The table in METHOD.md, built on the CycleGAN ResNet generator: reflection padding,
+conv → InstanceNorm → ReLU for IC..UC2 (taps after the ReLU), 9 squeeze-excitation residual blocks
+with dilation-2 3×3 convs, and a tanh output. With ngf=64 the net has ~11.4 M parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Tap names in forward order; the knowledge-transfer pairing tables refer to these.
+TAP_NAMES: tuple[str, ...] = ("IC", "DC1", "DC2", "Block", "UC1", "UC2")
+
+
+def _norm_relu(channels: int) -> list[nn.Module]:
+    return [nn.InstanceNorm2d(channels), nn.ReLU(inplace=True)]
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention (Hu et al.): global pool → bottleneck MLP → sigmoid gate."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(x)
+
+
+class SEResBlock(nn.Module):
+    """[conv3×3 d2 → IN → ReLU → conv3×3 d2 → IN] → SE → + identity."""
+
+    def __init__(self, channels: int, dilation: int = 2) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(dilation),
+            nn.Conv2d(channels, channels, 3, dilation=dilation),
+            *_norm_relu(channels),
+            nn.ReflectionPad2d(dilation),
+            nn.Conv2d(channels, channels, 3, dilation=dilation),
+            nn.InstanceNorm2d(channels),
+            SqueezeExcite(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class StudentNet(nn.Module):
+    """Encoder / SE-residual / decoder generator with named intermediate taps."""
+
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, in_channels: int = 3,
+                 out_channels: int = 3) -> None:
+        super().__init__()
+        if ngf < 1 or n_blocks < 0:
+            raise ValueError(f"ngf must be ≥ 1 and n_blocks ≥ 0 (got ngf={ngf}, n_blocks={n_blocks})")
+        self.ngf, self.n_blocks = ngf, n_blocks
+        self.IC = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), *_norm_relu(ngf))
+        self.DC1 = nn.Sequential(nn.Conv2d(ngf, ngf * 2, 3, stride=2, padding=1), *_norm_relu(ngf * 2))
+        self.DC2 = nn.Sequential(nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1),
+                                 *_norm_relu(ngf * 4))
+        self.Block = nn.Sequential(*[SEResBlock(ngf * 4) for _ in range(n_blocks)])
+        self.UC1 = nn.Sequential(
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 3, stride=2, padding=1, output_padding=1),
+            *_norm_relu(ngf * 2))
+        self.UC2 = nn.Sequential(
+            nn.ConvTranspose2d(ngf * 2, ngf, 3, stride=2, padding=1, output_padding=1),
+            *_norm_relu(ngf))
+        self.OC = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """N(0, 0.02) conv weights and zero biases, as in the paper (and pix2pix/CycleGAN)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def check_input(x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"Expected an (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % 4 or w % 4:
+            raise ValueError(
+                f"Input size {w}×{h} is not divisible by 4; the two stride-2 stages need it "
+                f"(use e.g. {w - w % 4}×{h - h % 4} or 256×256)."
+            )
+
+    def forward(self, x: torch.Tensor, return_taps: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.check_input(x)
+        taps: dict[str, torch.Tensor] = {}
+        h = x
+        for name in TAP_NAMES:
+            h = getattr(self, name)(h)
+            taps[name] = h
+        out = self.OC(h)
+        return (out, taps) if return_taps else out
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny models and images made on the fly, and ../shared when it is there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("SKETCHSTUDIO_OFFLINE", "1")  # tests never touch the network
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = (REPO.parent / "shared").resolve()
+CUFS = SHARED / "data" / "cufs"
+TEACHER_FILE = SHARED / "teacher" / "vgg19_relu3_1.pth"
+
+
+@pytest.fixture(scope="session")
+def cufs() -> Path:
+    if not (CUFS / "test" / "photos").is_dir():
+        pytest.skip(f"CUFS data not found at {CUFS} (only in the project's CI and dev checkouts)")
+    return CUFS
+
+
+@pytest.fixture(scope="session")
+def shared_teacher() -> Path:
+    if not TEACHER_FILE.is_file():
+        pytest.skip(f"VGG-19 teacher file not found at {TEACHER_FILE} (only in CI/dev checkouts)")
+    return TEACHER_FILE
+
+
+@pytest.fixture(scope="session")
+def random_teacher(tmp_path_factory) -> Path:
+    """A VGG-19 (to relu3_1) file with random weights: right shapes, no download, no ../shared."""
+    from sketchstudio.models.teacher import VGGTeacher
+
+    torch.manual_seed(1)
+    t = VGGTeacher()
+    sd = {f"features.{k}": v for k, v in t.features.state_dict().items()}
+    path = tmp_path_factory.mktemp("teacher") / "vgg_random.pth"
+    torch.save(sd, path)
+    return path
+
+
+def face_like(seed: int, w: int = 40, h: int = 48, sketch: bool = False) -> np.ndarray:
+    """A small synthetic image: smooth gradient background + blobs (not a real face)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 255 / w), (yy * 255 / h), np.full_like(xx, 128)], -1)
+    base = base * rng.uniform(0.4, 1.0, size=3)
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, 10)
+        base[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, size=3)
+    img = base.clip(0, 255).astype(np.uint8)
+    if sketch:
+        g = img.mean(axis=2, keepdims=True).astype(np.uint8)
+        img = np.repeat(g, 3, axis=2)
+    return img
+
+
+@pytest.fixture
+def tiny_pairs(tmp_path) -> Path:
+    """A paired folder with 3 synthetic photo/sketch pairs (photos/ + sketches/)."""
+    from sketchstudio.imaging import save_image
+
+    root = tmp_path / "pairs"
+    (root / "photos").mkdir(parents=True)
+    (root / "sketches").mkdir()
+    for i in range(3):
+        save_image(face_like(i), root / "photos" / f"p{i}.png")
+        save_image(face_like(i, sketch=True), root / "sketches" / f"p{i}.png")
+    return root
+
+
+def tiny_config(data: Path, out: Path, teacher: Path, **kw):
+    from trainer.config import TrainConfig
+
+    base = dict(data_dir=str(data), out_dir=str(out), epochs=1, image_size=32, ngf=4, n_blocks=1,
+                precision="fp32", device="cpu", teacher_path=str(teacher), checkpoint_every=100,
+                preview_every=1, teacher_norm_samples=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture
+def tiny_model(tmp_path, random_teacher) -> Path:
+    """A real (tiny, untrained) checkpoint with G and F: ngf=4, 1 block, 32²."""
+    from sketchstudio.checkpoint import ModelMeta, save_checkpoint, student_tensors
+    from sketchstudio.models import StudentNet
+
+    torch.manual_seed(0)
+    g, f = StudentNet(4, 1), StudentNet(4, 1)
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, student_tensors("G", g) | student_tensors("F", f),
+                    ModelMeta(ngf=4, n_blocks=1, image_size=32))
+    return path

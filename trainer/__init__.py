@@ -1,0 +1,1 @@
+"""Training and evaluation of the knowledge-transfer students (no Qt)."""

@@ -1,0 +1,352 @@
+"""The knowledge-transfer training loop: alternating G/F steps, events, pause/resume/cancel.
+
+Determinism: the data order and flips of epoch ``e`` come from a generator seeded with
+(seed, e), so resuming at any step replays exactly what an uninterrupted run would have done.
+Checkpoints (weights, Adam state, RNG state, step) are written atomically every
+``checkpoint_every`` steps, on cancel and at the end, so a kill loses at most that much work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sketchstudio.checkpoint import ModelMeta, read_checkpoint, save_checkpoint, student_tensors
+from sketchstudio.device import describe_device, pick_device, resolve_precision
+from sketchstudio.errors import ConfigError, SketchStudioError
+from sketchstudio.fsutil import atomic_write, ensure_writable_dir
+from sketchstudio.imaging import to_image
+from sketchstudio.models import TEACHER_TAPS, StudentNet, VGGTeacher, load_teacher
+
+from .config import TrainConfig
+from .data import PairedFolder
+from .events import (
+    CheckpointEvent,
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    PreviewEvent,
+    StartEvent,
+    StateEvent,
+    StepEvent,
+    TrainControl,
+    TrainEvent,
+)
+from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, student_objective
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+LOSS_LOG = "losses.jsonl"
+_ARCH_KEYS = ("ngf", "n_blocks", "image_size")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path
+    cancelled: bool
+    last_losses: dict[str, float]
+
+
+def _optim_to_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {f"optim.{prefix}.{idx}.{name}": (v if torch.is_tensor(v) else torch.tensor(v))
+               for idx, st in sd["state"].items() for name, v in st.items()}
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+              for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def _optim_from_tensors(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                        groups: list) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    head = f"optim.{prefix}."
+    for k, v in tensors.items():
+        if k.startswith(head):
+            idx, name = k[len(head):].split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+    for g in groups:
+        g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Trainer:
+    """Runs one training job; construct, then call :meth:`run` (in any thread)."""
+
+    def __init__(self, config: TrainConfig, on_event: Callable[[TrainEvent], None] | None = None,
+                 control: TrainControl | None = None, resume: bool = False,
+                 init_from: str | Path | None = None) -> None:
+        self.cfg = config.validate()
+        self.on_event = on_event or (lambda e: None)
+        self.control = control or TrainControl()
+        self.resume = resume
+        self.init_from = init_from
+        self.out_dir = Path(config.out_dir)
+        self.ckpt_path = self.out_dir / CHECKPOINT_FILE
+
+    # ------------------------------------------------------------------------------------------
+    def _emit(self, event: TrainEvent) -> None:
+        try:
+            self.on_event(event)
+        except Exception:  # a broken listener must not kill a long training run
+            log.exception("training event listener failed on %s", type(event).__name__)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        p = self.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        ensure_writable_dir(self.out_dir)
+        self.device = pick_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.data = PairedFolder(cfg.data_dir, cfg.image_size, split=cfg.split,
+                                 transform=self._align_transform() if cfg.align else None)
+        self.teacher: VGGTeacher = load_teacher(cfg.teacher_path, device=self.device)
+        torch.manual_seed(cfg.seed)
+        self.G = StudentNet(cfg.ngf, cfg.n_blocks).to(self.device)
+        self.F = StudentNet(cfg.ngf, cfg.n_blocks).to(self.device)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_f = torch.optim.Adam(self.F.parameters(), lr=cfg.lr, betas=betas)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.weights = LossWeights(cfg.w_tea, cfg.w_stu, cfg.w_rec)
+        self.n = len(self.data)
+        self.data_desc = self.data.describe()
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.step = 0
+        self.resumed = False
+        scales_loaded = False
+        if self.resume and self.ckpt_path.is_file():
+            scales_loaded = self._load_state(self.ckpt_path, with_optim=True)
+            self.resumed = True
+        elif self.resume:
+            log.info("No checkpoint in %s; starting fresh", self.out_dir)
+        elif self.ckpt_path.is_file():
+            raise ConfigError(f"'{self.out_dir}' already holds a training run. Resume it (--resume) "
+                              "or choose another output folder.")
+        if self.init_from and not self.resumed:
+            scales_loaded = self._load_state(Path(self.init_from), with_optim=False)
+        if cfg.teacher_norm == "channel_mean" and not scales_loaded:
+            self.teacher.set_channel_scales(self._teacher_channel_means())
+        with atomic_write(self.out_dir / "config.yaml", "w") as fh:
+            fh.write(cfg.dump_yaml())
+        self._truncate_loss_log()
+
+    def _align_transform(self):  # pragma: no cover - provided by the alignment feature
+        from sketchstudio.faces import align_for_training
+
+        return align_for_training
+
+    def _load_state(self, path: Path, with_optim: bool) -> bool:
+        """Load weights (and optimizer/RNG state); returns whether teacher scales were restored."""
+        ckpt = read_checkpoint(path)
+        m = ckpt.meta
+        mine = {"ngf": self.cfg.ngf, "n_blocks": self.cfg.n_blocks, "image_size": self.cfg.image_size}
+        theirs = {k: getattr(m, k) for k in _ARCH_KEYS}
+        if mine != theirs:
+            raise ConfigError(f"Checkpoint '{path}' was trained with {theirs}, but this run asks for "
+                              f"{mine}. Use the same settings or another output folder.")
+        for prefix, net in (("G", self.G), ("F", self.F)):
+            sd = ckpt.prefixed(prefix)
+            if sd:
+                net.load_state_dict({k: v.float() for k, v in sd.items()})
+        self.step = int(m.step)
+        if with_optim and any(k.startswith("optim.") for k in ckpt.tensors):
+            groups = m.extra.get("optim_groups", {})
+            _optim_from_tensors("G", self.opt_g, ckpt.tensors, groups["G"])
+            _optim_from_tensors("F", self.opt_f, ckpt.tensors, groups["F"])
+            for opt in (self.opt_g, self.opt_f):
+                for st in opt.state.values():
+                    for k, v in st.items():
+                        if torch.is_tensor(v) and k != "step":
+                            st[k] = v.to(self.device)
+        if "rng.torch" in ckpt.tensors:
+            torch.set_rng_state(ckpt.tensors["rng.torch"])
+        scales = ckpt.teacher_scales()
+        if scales and self.cfg.teacher_norm == "channel_mean":
+            self.teacher.set_channel_scales(scales)
+            return True
+        log.info("Loaded %s at step %d (optimizer state: %s)", path, self.step, with_optim)
+        return False
+
+    @torch.no_grad()
+    def _teacher_channel_means(self) -> dict[str, torch.Tensor]:
+        """Per-channel mean teacher activation over training photos and sketches (Gatys' scaling)."""
+        k = self.cfg.teacher_norm_samples or self.n
+        idx = torch.linspace(0, self.n - 1, steps=min(k, self.n)).round().long().unique().tolist()
+        sums = {t: 0.0 for t in TEACHER_TAPS}
+        count = 0
+        for i in idx:
+            x, y = (t.unsqueeze(0).to(self.device) for t in self.data[i])
+            for img in (x, y):
+                raw = self.teacher.forward_raw(img)
+                for t in TEACHER_TAPS:
+                    sums[t] = sums[t] + raw[t].float().mean(dim=(0, 2, 3))
+                count += 1
+        means = {t: (sums[t] / count).cpu() for t in TEACHER_TAPS}
+        log.info("Teacher channel means from %d images: %s", count,
+                 {t: round(float(m.mean()), 2) for t, m in means.items()})
+        return means
+
+    def _truncate_loss_log(self) -> None:
+        path = self.out_dir / LOSS_LOG
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        with atomic_write(path, "w") as fh:
+            fh.write("".join(ln + "\n" for ln in keep))
+
+    # ------------------------------------------------------------------------------------------
+    def _epoch_plan(self, epoch: int) -> tuple[list[int], list[bool]]:
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        flips = (torch.rand(self.n, generator=g) < 0.5).tolist() if self.cfg.hflip else [False] * self.n
+        return perm, flips
+
+    def _batch(self, epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        perm, flips = self._epoch_plan(epoch)
+        bs = self.cfg.batch_size
+        xs, ys = [], []
+        for j in perm[i * bs:(i + 1) * bs]:
+            x, y = self.data[j]
+            if flips[j]:
+                x, y = x.flip(-1), y.flip(-1)
+            xs.append(x)
+            ys.append(y)
+        return torch.stack(xs).to(self.device), torch.stack(ys).to(self.device)
+
+    def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One alternating KT iteration: a step of G, then a step of F.
+
+        In G's step F's features are fixed targets; in F's step G's features (from G's forward
+        in the same iteration, detached) are. F's forward is run once, before G's update: F's
+        weights do not change during G's step, so its taps serve both as G's fixed targets and
+        as F's own graph — the same numbers as recomputing them, for one forward less.
+        Teachers run without gradients.
+        """
+        w = self.weights
+        with self._autocast():
+            tp, ts = self.teacher(x), self.teacher(y)
+            out_g, taps_g = self.G(x, return_taps=True)
+            out_f, taps_f = self.F(y, return_taps=True)
+            loss_g, rep_g = student_objective(out_g, y, taps_g, taps_f, tp, ts,
+                                              G_TEACHER_PAIRS, True, w)
+        self._update(self.opt_g, loss_g)
+        with self._autocast():
+            loss_f, rep_f = student_objective(out_f, x, taps_f, taps_g, tp, ts,
+                                              F_TEACHER_PAIRS, False, w)
+        self._update(self.opt_f, loss_f)
+        losses = {f"G_{k}": v for k, v in rep_g.items()} | {f"F_{k}": v for k, v in rep_f.items()}
+        losses["G_total"], losses["F_total"] = float(loss_g.detach()), float(loss_f.detach())
+        losses["total"] = losses["G_total"] + losses["F_total"]
+        for k, v in losses.items():
+            if not math.isfinite(v):
+                raise SketchStudioError(
+                    f"Training diverged at step {self.step + 1}: loss {k} is {v}. Lower the learning "
+                    "rate or use fp32 precision; the last checkpoint is intact.")
+        return losses
+
+    @torch.no_grad()
+    def preview(self) -> dict[str, np.ndarray]:
+        x, y = (t.unsqueeze(0).to(self.device) for t in self.data[0])
+        return {"photo": to_image(x), "G(photo)": to_image(self.G(x)),
+                "sketch": to_image(y), "F(sketch)": to_image(self.F(y))}
+
+    def save(self) -> Path:
+        cfg = self.cfg
+        tensors = student_tensors("G", self.G) | student_tensors("F", self.F)
+        tensors |= {f"teacher_scale.{t}": s.cpu() for t, s in self.teacher.channel_scales.items()}
+        tg, groups_g = _optim_to_tensors("G", self.opt_g)
+        tf, groups_f = _optim_to_tensors("F", self.opt_f)
+        tensors |= tg | tf
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = ModelMeta(ngf=cfg.ngf, n_blocks=cfg.n_blocks, image_size=cfg.image_size,
+                         step=self.step, epoch=self.step // self.steps_per_epoch,
+                         train_config=cfg.to_dict(), data=self.data_desc,
+                         extra={"optim_groups": {"G": groups_g, "F": groups_f},
+                                "teacher_norm": cfg.teacher_norm})
+        path = save_checkpoint(self.ckpt_path, tensors, meta)
+        self._emit(CheckpointEvent(step=self.step, path=str(path)))
+        return path
+
+    # ------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        try:
+            return self._run()
+        except Exception as exc:
+            msg = str(exc) if isinstance(exc, SketchStudioError) else f"{type(exc).__name__}: {exc}"
+            self._emit(ErrorEvent(step=getattr(self, "step", 0), message=msg))
+            raise
+
+    def _run(self) -> TrainResult:
+        self._setup()
+        cfg, ctl = self.cfg, self.control
+        self._emit(StartEvent(step=self.step, total_steps=self.total_steps,
+                              steps_per_epoch=self.steps_per_epoch,
+                              device=f"{describe_device(self.device)}, {self.precision}", resumed=self.resumed))
+        losses: dict[str, float] = {}
+        epoch_sums: dict[str, float] = {}
+        epoch_count = 0
+        t_recent: list[float] = []
+        log_fh = open(self.out_dir / LOSS_LOG, "a")  # noqa: SIM115 - closed in finally
+        try:
+            while self.step < self.total_steps:
+                if ctl.paused:
+                    self._emit(StateEvent(step=self.step, state="paused"))
+                    ctl.wait_while_paused()
+                    if not ctl.cancelled:
+                        self._emit(StateEvent(step=self.step, state="running"))
+                if ctl.cancelled:
+                    break
+                epoch, i = divmod(self.step, self.steps_per_epoch)
+                t0 = time.perf_counter()
+                x, y = self._batch(epoch, i)
+                losses = self.train_step(x, y)
+                self.step += 1
+                dt = time.perf_counter() - t0
+                t_recent = (t_recent + [dt])[-50:]
+                sec = sum(t_recent) / len(t_recent)
+                log_fh.write(json.dumps({"step": self.step, "epoch": epoch, **losses}) + "\n")
+                log_fh.flush()
+                self._emit(StepEvent(step=self.step, total_steps=self.total_steps, epoch=epoch,
+                                     losses=losses, sec_per_step=sec,
+                                     eta_s=sec * (self.total_steps - self.step)))
+                for k, v in losses.items():
+                    epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+                epoch_count += 1
+                if self.step % cfg.preview_every == 0:
+                    self._emit(PreviewEvent(step=self.step, images=self.preview()))
+                if self.step % self.steps_per_epoch == 0:
+                    self._emit(EpochEvent(step=self.step, epoch=epoch,
+                                          mean_losses={k: v / epoch_count for k, v in epoch_sums.items()}))
+                    epoch_sums, epoch_count = {}, 0
+                if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                    self.save()
+        finally:
+            log_fh.close()
+        path = self.save()
+        cancelled = self.step < self.total_steps
+        self._emit(DoneEvent(step=self.step, path=str(path), cancelled=cancelled))
+        return TrainResult(step=self.step, checkpoint=path, cancelled=cancelled, last_losses=losses)
