@@ -114,7 +114,7 @@ def read_checkpoint(path: str | os.PathLike[str], check_finite: bool = True) -> 
     if size > MAX_FILE_BYTES:
         raise CheckpointError(f"'{p.name}' is {size / 2**30:.1f} GB, too large to be a SketchStudio model.")
     raw = p.read_bytes()
-    if raw[:2] == b"PK" or raw[:1] == b"\x80":
+    if raw[8:9] != b"{" and (raw[:4] == b"PK\x03\x04" or (raw[:1] == b"\x80" and raw[1:2] in b"\x02\x03\x04\x05")):
         raise CheckpointError(
             f"'{p.name}' is a pickled PyTorch file. SketchStudio never unpickles model files (they can "
             "run code); convert it to a .safetensors checkpoint.")
@@ -179,3 +179,23 @@ def student_tensors(prefix: str, net: torch.nn.Module, dtype: torch.dtype | None
                     ) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": (v.to(dtype) if dtype and v.is_floating_point() else v)
             for k, v in net.state_dict().items()}
+
+
+def export_model(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                 dtype: torch.dtype = torch.float16, metrics: dict[str, Any] | None = None) -> Path:
+    """Strip a training checkpoint down to what inference needs (weights + teacher scales).
+
+    fp16 halves the size (2 × 11.4 M params ≈ 46 MB) with no visible change in the outputs.
+    """
+    ckpt = read_checkpoint(src)
+    keep = {k: (v.to(dtype) if v.is_floating_point() and not k.startswith("teacher_scale.") else v)
+            for k, v in ckpt.tensors.items()
+            if k.split(".", 1)[0] in ("G", "F", "teacher_scale")}
+    meta = ckpt.meta
+    meta.extra = {k: v for k, v in meta.extra.items() if k != "optim_groups"}
+    meta.extra["exported_from"] = str(ckpt.path)
+    meta.extra["dtype"] = str(dtype).removeprefix("torch.")
+    if metrics:
+        meta.metrics = dict(metrics)
+    meta.created = ""
+    return save_checkpoint(dst, keep, meta)

@@ -51,6 +51,8 @@ def _open(source: str | os.PathLike[str] | bytes) -> tuple[Image.Image, str]:
     except UnidentifiedImageError as exc:
         raise ImageError(f"'{path}' is not an image file (or its format is not supported).") from exc
     except OSError as exc:
+        if exc.errno is None:  # PIL's own parse errors carry no errno
+            raise ImageError(f"'{path}' is corrupt or truncated ({exc}).") from exc
         raise ImageError(f"Cannot read '{path}': {exc.strerror or exc}") from exc
 
 

@@ -137,5 +137,72 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sketchstudio-eval",
+                                description="Translate a paired test set both ways and report FSIM.")
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors) or run folder")
+    p.add_argument("--data", required=True, help="paired folder: photos/ + sketches/")
+    p.add_argument("--out", help="write outputs (same stems) and metrics.json here")
+    p.add_argument("--split", help="with a MANIFEST.tsv folder: which split")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    args = eval_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from tqdm import tqdm
+
+    from .evaluate import evaluate
+
+    bar = tqdm(unit="pair", dynamic_ncols=True)
+
+    def progress(i: int, n: int) -> None:
+        bar.total = n
+        bar.update(1)
+
+    try:
+        result = evaluate(args.model, args.data, args.out, split=args.split, device=args.device,
+                          progress=progress)
+    except SketchStudioError as exc:
+        bar.close()
+        print(f"sketchstudio-eval: error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    print(result.table())
+    if args.out:
+        print(f"Outputs and metrics.json written to {args.out}")
+    return 0
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sketchstudio-export",
+                                description="Export a training checkpoint as a compact inference model.")
+    p.add_argument("checkpoint", help="training checkpoint or run folder")
+    p.add_argument("out", help="output .safetensors file")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    p.add_argument("--metrics", help="metrics.json from sketchstudio-eval to embed")
+    args = p.parse_args(argv)
+    import json
+
+    import torch
+
+    from sketchstudio.checkpoint import export_model
+
+    try:
+        metrics = None
+        if args.metrics:
+            m = json.loads(Path(args.metrics).read_text())
+            metrics = {k: m[k] for k in ("photo_fsim", "sketch_fsim", "n_pairs", "step") if k in m}
+        path = export_model(args.checkpoint, args.out,
+                            dtype=torch.float32 if args.fp32 else torch.float16, metrics=metrics)
+    except (SketchStudioError, OSError, ValueError, KeyError) as exc:
+        print(f"sketchstudio-export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Model written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(train_main())

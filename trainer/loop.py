@@ -41,7 +41,7 @@ from .events import (
     TrainControl,
     TrainEvent,
 )
-from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, student_objective
+from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_objective
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,13 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.G = StudentNet(cfg.ngf, cfg.n_blocks).to(self.device)
         self.F = StudentNet(cfg.ngf, cfg.n_blocks).to(self.device)
+        self.adapt_g = make_adapters(G_TEACHER_PAIRS, cfg.ngf).to(self.device)
+        self.adapt_f = make_adapters(F_TEACHER_PAIRS, cfg.ngf).to(self.device)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_f = torch.optim.Adam(self.F.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam([*self.G.parameters(), *self.adapt_g.parameters()],
+                                      lr=cfg.lr, betas=betas)
+        self.opt_f = torch.optim.Adam([*self.F.parameters(), *self.adapt_f.parameters()],
+                                      lr=cfg.lr, betas=betas)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.weights = LossWeights(cfg.w_tea, cfg.w_stu, cfg.w_rec)
         self.n = len(self.data)
@@ -161,7 +165,7 @@ class Trainer:
         if mine != theirs:
             raise ConfigError(f"Checkpoint '{path}' was trained with {theirs}, but this run asks for "
                               f"{mine}. Use the same settings or another output folder.")
-        for prefix, net in (("G", self.G), ("F", self.F)):
+        for prefix, net in self._modules_to_save():
             sd = ckpt.prefixed(prefix)
             if sd:
                 net.load_state_dict({k: v.float() for k, v in sd.items()})
@@ -252,11 +256,11 @@ class Trainer:
             out_g, taps_g = self.G(x, return_taps=True)
             out_f, taps_f = self.F(y, return_taps=True)
             loss_g, rep_g = student_objective(out_g, y, taps_g, taps_f, tp, ts,
-                                              G_TEACHER_PAIRS, True, w)
+                                              G_TEACHER_PAIRS, True, w, self.adapt_g)
         self._update(self.opt_g, loss_g)
         with self._autocast():
             loss_f, rep_f = student_objective(out_f, x, taps_f, taps_g, tp, ts,
-                                              F_TEACHER_PAIRS, False, w)
+                                              F_TEACHER_PAIRS, False, w, self.adapt_f)
         self._update(self.opt_f, loss_f)
         losses = {f"G_{k}": v for k, v in rep_g.items()} | {f"F_{k}": v for k, v in rep_f.items()}
         losses["G_total"], losses["F_total"] = float(loss_g.detach()), float(loss_f.detach())
@@ -274,9 +278,14 @@ class Trainer:
         return {"photo": to_image(x), "G(photo)": to_image(self.G(x)),
                 "sketch": to_image(y), "F(sketch)": to_image(self.F(y))}
 
+    def _modules_to_save(self) -> list[tuple[str, torch.nn.Module]]:
+        return [("G", self.G), ("F", self.F), ("adapter.G", self.adapt_g), ("adapter.F", self.adapt_f)]
+
     def save(self) -> Path:
         cfg = self.cfg
-        tensors = student_tensors("G", self.G) | student_tensors("F", self.F)
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, net in self._modules_to_save():
+            tensors |= student_tensors(prefix, net)
         tensors |= {f"teacher_scale.{t}": s.cpu() for t, s in self.teacher.channel_scales.items()}
         tg, groups_g = _optim_to_tensors("G", self.opt_g)
         tf, groups_f = _optim_to_tensors("F", self.opt_f)

@@ -8,10 +8,12 @@ per-term values, so the trainer can report every term separately.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 # (teacher: "P" photo | "S" sketch, teacher tap, student tap) — j-th with j-th.
 G_TEACHER_PAIRS: tuple[tuple[str, str, str], ...] = (
@@ -29,6 +31,27 @@ STUDENT_PAIRS: tuple[tuple[str, str], ...] = (
 
 Taps = dict[str, torch.Tensor]
 
+TEACHER_CHANNELS = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256}
+_TAP_WIDTH = {"IC": 1, "DC1": 2, "DC2": 4, "Block": 4, "UC1": 2, "UC2": 1}  # × ngf
+
+
+def make_adapters(pairs: tuple[tuple[str, str, str], ...], ngf: int) -> nn.ModuleDict:
+    """1×1 conv "hint regressors" (FitNets) for student taps narrower/wider than the teacher's.
+
+    With the paper's width (ngf=64) every tap already has the teacher's channel count and this
+    is empty: the loss is exactly METHOD.md's. Other widths (a smaller, faster student) learn a
+    projection to the teacher's channels; the adapters train with their student and are not
+    needed for inference.
+    """
+    out = nn.ModuleDict()
+    for _, t, s in pairs:
+        c_s, c_t = _TAP_WIDTH[s] * ngf, TEACHER_CHANNELS[t]
+        if c_s != c_t:
+            conv = nn.Conv2d(c_s, c_t, 1, bias=False)
+            nn.init.normal_(conv.weight, 0.0, (1.0 / c_s) ** 0.5)
+            out[s] = conv
+    return out
+
 
 def feature_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """||a − b||² / (C·H·W), averaged over the batch; computed in float32."""
@@ -38,10 +61,16 @@ def feature_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def tea_stu_loss(teacher_p: Taps, teacher_s: Taps, student: Taps,
-                 pairs: tuple[tuple[str, str, str], ...]) -> torch.Tensor:
+                 pairs: tuple[tuple[str, str, str], ...],
+                 adapters: Mapping[str, nn.Module] | None = None) -> torch.Tensor:
     """Σ_j ||φ_j − student_j||² / (C_j H_j W_j) over a pairing table (G's or F's)."""
     teachers = {"P": teacher_p, "S": teacher_s}
-    return sum(feature_mse(teachers[w][t], student[s]) for w, t, s in pairs)  # type: ignore[return-value]
+    adapters = adapters or {}
+
+    def project(tap: str) -> torch.Tensor:
+        return adapters[tap](student[tap]) if tap in adapters else student[tap]
+
+    return sum(feature_mse(teachers[w][t], project(s)) for w, t, s in pairs)  # type: ignore[return-value]
 
 
 def stu_stu_loss(taps_g: Taps, taps_f: Taps,
@@ -64,7 +93,8 @@ class LossWeights:
 
 def student_objective(out: torch.Tensor, target: torch.Tensor, taps: Taps, other_taps: Taps,
                       teacher_p: Taps, teacher_s: Taps, teacher_pairs: tuple[tuple[str, str, str], ...],
-                      is_g: bool, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+                      is_g: bool, w: LossWeights, adapters: Mapping[str, nn.Module] | None = None
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """The full objective of one student in its alternating step.
 
     ``other_taps`` are the other student's features, used as fixed targets (detached here).
@@ -73,7 +103,7 @@ def student_objective(out: torch.Tensor, target: torch.Tensor, taps: Taps, other
     fixed = {k: v.detach() for k, v in other_taps.items()}
     parts: dict[str, torch.Tensor] = {}
     if w.tea:
-        parts["tea"] = tea_stu_loss(teacher_p, teacher_s, taps, teacher_pairs)
+        parts["tea"] = tea_stu_loss(teacher_p, teacher_s, taps, teacher_pairs, adapters)
     if w.stu:
         parts["stu"] = stu_stu_loss(taps, fixed) if is_g else stu_stu_loss(fixed, taps)
     if w.rec:

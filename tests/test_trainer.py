@@ -1,0 +1,161 @@
+"""The training loop on tiny data: alternation, checkpoints, resume, pause/cancel, events."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+from sketchstudio.checkpoint import read_checkpoint
+from sketchstudio.errors import ConfigError, DataError
+from tests.conftest import tiny_config
+from trainer.events import CheckpointEvent, DoneEvent, PreviewEvent, StepEvent, TrainControl
+from trainer.loop import Trainer
+
+
+def _params(net) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_two_steps_write_checkpoint_and_events(tiny_pairs, tmp_path, random_teacher):
+    events = []
+    cfg = tiny_config(tiny_pairs, tmp_path / "run", random_teacher, epochs=1)
+    cfg.extra = {}
+    result = Trainer(cfg, on_event=events.append).run()
+    assert result.step == 3 and not result.cancelled  # 3 pairs, batch 1, 1 epoch
+    ck = read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert ck.meta.step == 3 and ck.meta.ngf == 4 and ck.meta.data["n_pairs"] == 3
+    assert set(ck.directions) == {"photo2sketch", "sketch2photo"}
+    assert any(k.startswith("optim.G.") for k in ck.tensors) and "rng.torch" in ck.tensors
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.step for e in steps] == [1, 2, 3]
+    assert {"G_tea", "G_stu", "G_rec", "F_tea", "F_stu", "F_rec", "total"} <= set(steps[0].losses)
+    previews = [e for e in events if isinstance(e, PreviewEvent)]
+    assert previews and previews[0].images["G(photo)"].shape == (32, 32, 3)
+    assert isinstance(events[-1], DoneEvent) and any(isinstance(e, CheckpointEvent) for e in events)
+    lines = (tmp_path / "run" / "losses.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3]
+
+
+def test_g_step_does_not_touch_f_and_teacher_gets_no_grad(tiny_pairs, tmp_path, random_teacher):
+    t = Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher))
+    t._setup()
+    x, y = t._batch(0, 0)
+    g0, f0 = _params(t.G), _params(t.F)
+    orig_update = t._update
+    seen = {}
+
+    def spy(opt, loss):
+        if opt is t.opt_g:  # right after G's update, before F's: F must be unchanged
+            orig_update(opt, loss)
+            seen["f_after_g"] = _params(t.F)
+            seen["g_after_g"] = _params(t.G)
+        else:
+            orig_update(opt, loss)
+
+    t._update = spy
+    t.train_step(x, y)
+    assert _same(seen["f_after_g"], f0) and not _same(seen["g_after_g"], g0)
+    assert _same(_params(t.G), seen["g_after_g"])  # F's step does not change G
+    assert not _same(_params(t.F), f0)
+    assert all(p.grad is None for p in t.teacher.parameters())
+
+
+def test_zero_weights_train_without_those_terms(tiny_pairs, tmp_path, random_teacher):
+    events = []
+    cfg = tiny_config(tiny_pairs, tmp_path / "run", random_teacher, loss_weights=(0.0, 0.0, 1.0))
+    Trainer(cfg, on_event=events.append).run()
+    losses = next(e for e in events if isinstance(e, StepEvent)).losses
+    assert "G_tea" not in losses and "F_stu" not in losses and "G_rec" in losses
+
+
+def test_resume_equals_uninterrupted(tiny_pairs, tmp_path, random_teacher):
+    full = Trainer(tiny_config(tiny_pairs, tmp_path / "a", random_teacher, epochs=2)).run()
+    # interrupted: stop after 2 steps (cancel from the event callback), then resume
+    ctl = TrainControl()
+
+    def stop_at_2(e):
+        if isinstance(e, StepEvent) and e.step == 2:
+            ctl.cancel()
+
+    part = Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, epochs=2),
+                   on_event=stop_at_2, control=ctl).run()
+    assert part.cancelled and part.step == 2
+    done = Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, epochs=2), resume=True).run()
+    assert done.step == full.step == 6
+    a, b = read_checkpoint(full.checkpoint), read_checkpoint(done.checkpoint)
+    for k in a.tensors:
+        if k.startswith(("G.", "F.")):
+            assert torch.allclose(a.tensors[k], b.tensors[k], atol=1e-6), k
+    assert full.last_losses["total"] == pytest.approx(done.last_losses["total"], rel=1e-5)
+    logged = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "losses.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]
+
+
+def test_pause_resume_and_cancel_from_another_thread(tiny_pairs, tmp_path, random_teacher):
+    ctl = TrainControl()
+    states = []
+    paused = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, StepEvent) and e.step == 1:
+            ctl.pause()
+        if getattr(e, "state", None):
+            states.append(e.state)
+            if e.state == "paused":
+                paused.set()
+
+    cfg = tiny_config(tiny_pairs, tmp_path / "run", random_teacher, epochs=50)
+    trainer = Trainer(cfg, on_event=on_event, control=ctl)
+    th = threading.Thread(target=lambda: setattr(trainer, "result", trainer.run()))
+    th.start()
+    assert paused.wait(30)
+    step_while_paused = trainer.step
+    threading.Event().wait(0.3)
+    assert trainer.step == step_while_paused == 1  # nothing runs while paused
+    ctl.resume()
+    threading.Event().wait(0.2)
+    ctl.cancel()
+    th.join(30)
+    assert not th.is_alive()
+    assert trainer.result.cancelled and trainer.result.step < 150
+    assert states[:2] == ["paused", "running"]
+    ck = read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert ck.meta.step == trainer.result.step
+
+
+def test_existing_run_needs_resume_and_matching_arch(tiny_pairs, tmp_path, random_teacher):
+    Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher)).run()
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher)).run()
+    with pytest.raises(ConfigError, match="ngf"):
+        Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, ngf=8), resume=True).run()
+
+
+def test_init_from_model_with_fresh_optimizer(tiny_pairs, tmp_path, random_teacher):
+    first = Trainer(tiny_config(tiny_pairs, tmp_path / "a", random_teacher)).run()
+    t = Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, epochs=2),
+                init_from=first.checkpoint)
+    t._setup()
+    assert t.step == 3 and not t.opt_g.state  # weights and step kept, Adam state fresh
+    ck = read_checkpoint(first.checkpoint)
+    assert torch.equal(t.G.IC[1].weight.detach(), ck.tensors["G.IC.1.weight"])
+
+
+def test_unpaired_folder_lists_every_problem(tiny_pairs, tmp_path, random_teacher):
+    (tiny_pairs / "photos" / "lonely.png").write_bytes((tiny_pairs / "photos" / "p0.png").read_bytes())
+    (tiny_pairs / "sketches" / "orphan.png").write_bytes((tiny_pairs / "sketches" / "p0.png").read_bytes())
+    (tiny_pairs / "sketches" / "p1.png").write_bytes(b"garbage")
+    with pytest.raises(DataError) as ei:
+        Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher)).run()
+    msg = str(ei.value)
+    assert "photo without sketch" in msg and "lonely.png" in msg
+    assert "sketch without photo" in msg and "orphan.png" in msg
+    assert "unreadable image" in msg and "p1.png" in msg
+    assert len(ei.value.problems) == 3
