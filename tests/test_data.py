@@ -19,7 +19,7 @@ def test_flat_folder_with_cufs_suffixes(tmp_path):
     assert [p.stem for p in scan.pairs] == ["f0", "f1", "f2"]
     ds = PairedFolder(tmp_path, size=32)
     x, y = ds[0]
-    assert x.shape == y.shape == (3, 32, 32) and -1 <= x.min() and x.max() <= 1
+    assert x.shape == y.shape == (3, 32, 32) and x.min() >= -1 and x.max() <= 1
 
 
 def test_manifest_with_split(tmp_path):
