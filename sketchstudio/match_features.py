@@ -1,0 +1,191 @@
+"""Feature spaces for matching faces: NLDA on grey pixels, or dlib's deep face embedding.
+
+Both take the same input, an aligned 200×250 template crop (eyes at (75,125) and (125,125)), and
+return a 1-D float32 vector; similarity is the cosine of two vectors (higher = more alike). A
+feature space has a ``fingerprint`` that changes whenever its output would change (another
+projection file, another model file, other settings), so gallery caches know when to recompute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+from .imaging import check_rgb, resize, to_gray
+from .metrics.recognition import NLDAProjection
+from .resources import RESOURCES
+
+log = logging.getLogger(__name__)
+
+#: The aligned template every feature space expects (width, height); same as faces.TEMPLATE_SIZE.
+TEMPLATE_SIZE = (200, 250)
+METHODS = ("nlda", "embed")
+DEFAULT_METHOD = "nlda"
+DEFAULT_NLDA_PATH = RESOURCES / "matching" / "nlda_cufs.npz"
+
+
+class FeatureSpace(Protocol):
+    name: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def extract(self, crop: np.ndarray) -> np.ndarray: ...
+
+
+def as_template(crop: np.ndarray) -> np.ndarray:
+    """Validate an aligned crop and bring it to the template size (a no-op for CUFS crops)."""
+    crop = check_rgb(crop)
+    w, h = TEMPLATE_SIZE
+    if crop.shape[:2] != (h, w):
+        crop = resize(crop, w, h)
+    return crop
+
+
+def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PixelPrep:
+    """How an aligned crop becomes the pixel vector NLDA sees (stored with the projection).
+
+    The default keeps the face from the brows to the chin and cheek to cheek (dropping most of the
+    background and hair, which differ most between photo and drawing), shrinks it 2.5× (fine
+    pencil texture is noise for identity) and standardises brightness and contrast per image.
+    """
+
+    box: tuple[int, int, int, int] = (25, 45, 175, 245)  # x0, y0, x1, y1 in the 200×250 template
+    size: tuple[int, int] = (60, 80)  # width, height after resizing
+    standardise: bool = True
+
+    @property
+    def dim(self) -> int:
+        return self.size[0] * self.size[1]
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "size": list(self.size), "standardise": self.standardise}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PixelPrep:
+        return cls(box=tuple(d["box"]), size=tuple(d["size"]), standardise=bool(d["standardise"]))
+
+    def vector(self, crop: np.ndarray) -> np.ndarray:
+        g = to_gray(as_template(crop))
+        x0, y0, x1, y1 = self.box
+        g = cv2.resize(g[y0:y1, x0:x1], self.size, interpolation=cv2.INTER_AREA)
+        v = g.astype(np.float32).ravel()
+        if self.standardise:
+            v = (v - v.mean()) / (v.std() + 1e-6)
+        return v
+
+
+class NLDAFeatures:
+    """Grey pixels of the crop projected by a fitted NLDA (see metrics.recognition)."""
+
+    name = "nlda"
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path else DEFAULT_NLDA_PATH
+        if not self.path.is_file():
+            raise ConfigError(
+                f"NLDA projection '{self.path}' not found. Fit one with "
+                "`python -m sketchstudio.metrics.nlda_fit`, or use --method embed.")
+        self.projection = NLDAProjection.load(self.path)
+        self.prep = PixelPrep.from_dict(self.projection.info["prep"])
+        self._fingerprint = "nlda:" + file_digest(self.path)[:16]
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def extract(self, crop: np.ndarray) -> np.ndarray:
+        return self.projection.transform(self.prep.vector(crop))
+
+
+# --------------------------------------------------------------------------------------------
+def dlib_model_dir() -> Path:
+    """Folder of the model files that ship in the ``face-recognition-models`` wheel.
+
+    Found through the import system without importing the package (its ``__init__`` pulls in
+    ``pkg_resources``, deprecated and absent from new setuptools).
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise ConfigError("The 'embed' method needs the face-recognition-models package: "
+                          "pip install 'sketchstudio[align]'.")
+    return Path(spec.origin).parent / "models"
+
+
+class DlibEmbedding:
+    """dlib's 128-D face recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``).
+
+    On an aligned template crop no detection is needed: the 5-point landmark model runs inside a
+    fixed box (the median dlib detection on CUFS crops), and dlib cuts its own 150×150 chip from
+    those landmarks. The 5-point model is used, not the 68-point one, whose training data
+    (iBUG 300-W) excludes commercial use. ``gray`` feeds grey images (sketch and photo then differ
+    less); measured in docs/matching_eval.md.
+    """
+
+    name = "embed"
+    #: left, top, right, bottom in the 200×250 template
+    FACE_BOX = (42, 94, 157, 209)
+
+    def __init__(self, gray: bool = False, model_dir: str | os.PathLike[str] | None = None) -> None:
+        try:
+            import dlib
+        except ImportError as exc:
+            raise ConfigError("The 'embed' method needs dlib: pip install 'sketchstudio[align]'."
+                              ) from exc
+        mdir = Path(model_dir) if model_dir else dlib_model_dir()
+        rec, sp = mdir / "dlib_face_recognition_resnet_model_v1.dat", \
+            mdir / "shape_predictor_5_face_landmarks.dat"
+        for f in (rec, sp):
+            if not f.is_file():
+                raise ConfigError(f"dlib model file '{f}' is missing; reinstall "
+                                  "face-recognition-models.")
+        self._rect = dlib.rectangle(*self.FACE_BOX)
+        self._sp = dlib.shape_predictor(str(sp))
+        self._rec = dlib.face_recognition_model_v1(str(rec))
+        self.gray = gray
+        self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
+        self._fingerprint = (f"embed:{rec.stat().st_size}:{sp.stat().st_size}:"
+                             f"dlib{dlib.__version__}:gray{int(gray)}")
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def extract(self, crop: np.ndarray) -> np.ndarray:
+        img = as_template(crop)
+        if self.gray:
+            img = np.repeat(to_gray(img)[:, :, None], 3, axis=2)
+        img = np.ascontiguousarray(img)
+        with self._lock:
+            shape = self._sp(img, self._rect)
+            return np.asarray(self._rec.compute_face_descriptor(img, shape), dtype=np.float32)
+
+
+def make_feature_space(method: str = DEFAULT_METHOD,
+                       path: str | os.PathLike[str] | None = None) -> FeatureSpace:
+    """``nlda`` (``path`` = projection .npz, default the shipped one) or ``embed``."""
+    if method == "nlda":
+        return NLDAFeatures(path)
+    if method == "embed":
+        return DlibEmbedding(model_dir=path)
+    raise ConfigError(f"Unknown matching method '{method}'; use {' or '.join(METHODS)}.")

@@ -1,0 +1,270 @@
+"""On-disk gallery index: one feature row per face image, updated incrementally.
+
+A gallery is a folder of images (searched recursively, hidden folders skipped). Its index is a
+plain ``features-<token>.npy`` (N×k float32) plus ``index.json`` (per file: relative path, size,
+mtime, SHA-256, status, row), so other tools (FAISS, numpy) can read it directly. Both are
+written atomically, the array first under a fresh name and then the JSON that points at it, so a
+crash at any point leaves the previous, consistent index.
+
+Updating is incremental: a file whose size and mtime are unchanged is trusted; otherwise it is
+hashed, and only a changed hash costs a new feature. The feature space's fingerprint and the
+preparation settings are part of the index: if either changes, every row is recomputed. Images
+that cannot be read or hold no face are kept in the index as problems (so they are reported, and
+not retried until they change), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImageError, NoFaceFoundError, SketchStudioError
+from .fsutil import atomic_write, atomic_write_json, ensure_writable_dir
+from .imaging import is_image_path
+from .match_features import file_digest
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "sketchstudio-gallery-index/1"
+OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
+
+#: progress(done, total, path): called after each file that needed work
+ProgressFn = Callable[[int, int, str], None]
+CancelFn = Callable[[], bool]
+#: features(path) -> vector; raises ImageError / NoFaceFoundError for problem files
+ExtractFn = Callable[[Path], np.ndarray]
+
+
+class IndexCancelled(SketchStudioError):
+    """Indexing was cancelled; the files done so far are saved and reused next time."""
+
+
+@dataclass
+class IndexEntry:
+    path: str  # relative to the gallery root, POSIX separators
+    size: int
+    mtime_ns: int
+    sha256: str
+    status: str = OK
+    message: str = ""
+    row: int = -1  # row in the feature array when status == "ok"
+
+
+@dataclass
+class IndexStats:
+    total: int = 0
+    reused: int = 0
+    computed: int = 0
+    removed: int = 0
+    problems: int = 0
+    invalidated: bool = False  # the whole cache was dropped (other model or settings)
+
+
+@dataclass
+class Problem:
+    path: Path
+    status: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def default_cache_dir() -> Path:
+    """``$SKETCHSTUDIO_CACHE_DIR``, else ``$XDG_CACHE_HOME/sketchstudio``, else ~/.cache."""
+    env = os.environ.get("SKETCHSTUDIO_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sketchstudio"
+
+
+def scan_gallery(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted, hidden files and folders skipped)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in filenames
+                if not f.startswith(".") and is_image_path(f)]
+    return sorted(out)
+
+
+@dataclass
+class GalleryIndex:
+    """Features of every face in one gallery folder for one feature space and settings."""
+
+    root: Path
+    cache_dir: Path
+    settings: dict[str, Any]  # fingerprint + preparation settings; any change invalidates
+    entries: dict[str, IndexEntry] = field(default_factory=dict)
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    save_every: int = 256
+    invalidated: bool = False  # set when the cached index was made with other settings
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], settings: dict[str, Any],
+             cache_root: str | os.PathLike[str] | None = None) -> GalleryIndex:
+        """The index of ``root`` for these settings; loads the cached one when it fits."""
+        root = Path(root).expanduser().resolve()
+        if not root.is_dir():
+            raise ImageError(f"Gallery folder not found: '{root}'.")
+        key = hashlib.sha1(f"{root}|{settings.get('method')}|{settings.get('kind')}".encode()
+                           ).hexdigest()[:16]
+        cache = Path(cache_root or default_cache_dir()) / "match-index" / f"{root.name}-{key}"
+        idx = cls(root=root, cache_dir=cache, settings=dict(settings))
+        idx._load()
+        return idx
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def _json(self) -> Path:
+        return self.cache_dir / "index.json"
+
+    def _load(self) -> None:
+        if not self._json.is_file():
+            return
+        try:
+            doc = json.loads(self._json.read_text())
+            if doc.get("format") != INDEX_FORMAT or doc.get("root") != str(self.root):
+                raise ValueError("other format or gallery")
+            if doc.get("settings") != self.settings:
+                log.info("Gallery index %s was made with other settings; rebuilding", self.cache_dir)
+                self.invalidated = True
+                return
+            feats = np.load(self.cache_dir / doc["features_file"], allow_pickle=False)
+            entries = {e["path"]: IndexEntry(**e) for e in doc["entries"]}
+            n_ok = sum(e.status == OK for e in entries.values())
+            if feats.ndim != 2 or len(feats) != n_ok or \
+                    sorted(e.row for e in entries.values() if e.status == OK) != list(range(n_ok)):
+                raise ValueError("rows do not match the feature array")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("Ignoring unreadable gallery index %s (%s); rebuilding", self.cache_dir, exc)
+            return
+        self.entries, self.features = entries, feats.astype(np.float32)
+
+    def save(self) -> None:
+        ensure_writable_dir(self.cache_dir)
+        name = f"features-{uuid.uuid4().hex[:8]}.npy"
+        with atomic_write(self.cache_dir / name, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(self.features, dtype=np.float32))
+        atomic_write_json(self._json, {
+            "format": INDEX_FORMAT, "root": str(self.root), "settings": self.settings,
+            "features_file": name, "entries": [asdict(e) for e in self.entries.values()]})
+        for old in self.cache_dir.glob("features-*.npy"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------------------------------
+    def update(self, extract: ExtractFn, progress: ProgressFn | None = None,
+               cancel: CancelFn | None = None) -> IndexStats:
+        """Bring the index in line with the folder; compute features only where needed.
+
+        ``cancel()`` is checked before every file that needs work; on cancel the work done so far
+        is saved and :class:`IndexCancelled` is raised.
+        """
+        stats = IndexStats(invalidated=self.invalidated)
+        files = scan_gallery(self.root)
+        old_rows = {k: self.features[e.row] for k, e in self.entries.items() if e.status == OK}
+        old = self.entries
+        keep: dict[str, IndexEntry] = {}
+        pending: list[tuple[str, Path, os.stat_result, str | None]] = []
+        for f in files:
+            rel = f.relative_to(self.root).as_posix()
+            try:
+                st = f.stat()
+            except OSError:
+                continue  # vanished between listing and stat
+            prev = old.get(rel)
+            if prev and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
+                keep[rel] = prev
+                continue
+            digest = _safe_digest(f)
+            if prev and digest is not None and prev.sha256 == digest:
+                prev.mtime_ns, prev.size = st.st_mtime_ns, st.st_size  # touched, same bytes
+                keep[rel] = prev
+                continue
+            pending.append((rel, f, st, digest))
+        stats.reused = len(keep)
+        stats.removed = len(set(old) - {f.relative_to(self.root).as_posix() for f in files})
+        rows = {k: old_rows[k] for k, e in keep.items() if e.status == OK}
+        new_entries = dict(keep)
+
+        def commit() -> None:
+            self._set(new_entries, rows)
+            self.save()
+
+        self.invalidated = False
+        for i, (rel, f, st, digest) in enumerate(pending):
+            if cancel is not None and cancel():
+                commit()
+                raise IndexCancelled(
+                    f"Indexing cancelled after {i} of {len(pending)} new or changed files; "
+                    "the finished ones are kept.")
+            entry = IndexEntry(path=rel, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                               sha256=digest or "")
+            try:
+                if digest is None:
+                    raise ImageError(f"Cannot read '{f}'.")
+                rows[rel] = np.asarray(extract(f), dtype=np.float32)
+            except NoFaceFoundError as exc:
+                entry.status, entry.message = NO_FACE, str(exc) or "no face found"
+            except ImageError as exc:
+                entry.status, entry.message = UNREADABLE, str(exc)
+            new_entries[rel] = entry
+            stats.computed += 1
+            if progress is not None:
+                progress(i + 1, len(pending), rel)
+            if stats.computed % self.save_every == 0:
+                commit()
+        if pending or stats.removed or stats.invalidated or not self._json.is_file():
+            commit()
+        else:
+            self._set(new_entries, rows)
+        stats.total = len(self.entries)
+        stats.problems = sum(e.status != OK for e in self.entries.values())
+        log.info("Gallery %s: %d files, %d reused, %d computed, %d removed, %d problems",
+                 self.root, stats.total, stats.reused, stats.computed, stats.removed,
+                 stats.problems)
+        return stats
+
+    def _set(self, entries: dict[str, IndexEntry], rows: dict[str, np.ndarray]) -> None:
+        ordered = sorted(entries)
+        feats, out = [], {}
+        for rel in ordered:
+            e = entries[rel]
+            e.row = -1
+            if e.status == OK and rel in rows:
+                e.row = len(feats)
+                feats.append(rows[rel])
+            out[rel] = e
+        self.entries = out
+        dim = feats[0].shape[0] if feats else (self.features.shape[1] if self.features.ndim == 2
+                                               else 0)
+        self.features = np.stack(feats).astype(np.float32) if feats else np.zeros((0, dim),
+                                                                                   np.float32)
+
+    # ----------------------------------------------------------------------------------------
+    def paths(self) -> list[Path]:
+        """Absolute paths of the indexed faces, in feature-row order."""
+        ok = sorted((e.row, k) for k, e in self.entries.items() if e.status == OK)
+        return [self.root / k for _, k in ok]
+
+    def problems(self) -> list[Problem]:
+        return [Problem(self.root / k, e.status, e.message)
+                for k, e in sorted(self.entries.items()) if e.status != OK]
+
+
+def _safe_digest(path: Path) -> str | None:
+    try:
+        return file_digest(path)
+    except OSError:
+        return None

@@ -1,0 +1,165 @@
+"""Forensic matching evaluation on a paired test set: ``python -m sketchstudio.metrics.recognition_eval``.
+
+The protocol of docs/matching_eval.md: every test sketch queries the gallery of all test photos
+(and every test photo the gallery of all test sketches); the truth is the item with the same
+stem. Rank-1/5/10 rates are reported for each feature space and for
+
+- ``sketch → photo (raw)``: the sketch compared with the photos as it is;
+- ``F(sketch) → photo``: the sketch translated to a photo first (the matcher's default);
+- ``G(photo) → sketch``: the reverse search, photo translated to a sketch.
+
+Translations go through the same code as the matcher (:func:`sketchstudio.match.prepare_face` +
+``Translator``) and are cached as PNGs keyed by checkpoint hash and crop hash, because each forward
+of the full model costs seconds on a CPU; re-running with the same checkpoint is then fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NoFaceFoundError, SketchStudioError
+from ..imaging import load_image, save_image
+from ..match import prepare_face
+from ..match_features import DlibEmbedding, FeatureSpace, NLDAFeatures, file_digest
+from .recognition import cosine_scores, rank_k_rates
+
+log = logging.getLogger(__name__)
+KS = (1, 5, 10)
+
+
+@dataclass
+class TranslationCache:
+    """translate(crop, direction) with outputs kept on disk under ``root/<ckpt>/<direction>``."""
+
+    translator: object
+    root: Path
+    hits: int = 0
+    misses: int = 0
+
+    def __post_init__(self) -> None:
+        self.key = file_digest(self.translator.model_path)[:16]
+
+    def __call__(self, crop: np.ndarray, direction: str) -> np.ndarray:
+        name = hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest()[:20] + ".png"
+        path = self.root / self.key / direction / name
+        if path.is_file():
+            self.hits += 1
+            return load_image(path)
+        self.misses += 1
+        out = self.translator.translate(crop, direction).output
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(out, path)
+        return out
+
+
+def _crops(folder: Path, stems: list[str], kind: str, aligned: bool
+           ) -> tuple[list[np.ndarray | None], list[str]]:
+    crops, failed = [], []
+    for s in stems:
+        path = next(folder.glob(s + ".*"))
+        try:
+            crops.append(prepare_face(load_image(path), kind, aligned)[0])
+        except NoFaceFoundError:
+            crops.append(None)
+            failed.append(path.name)
+    return crops, failed
+
+
+def _rates(fs: FeatureSpace, queries: list[np.ndarray | None],
+           gallery: list[np.ndarray | None]) -> dict[int, float]:
+    """Rank-k over all queries; a query or truth that could not be aligned counts as a miss."""
+    g_ok = [i for i, c in enumerate(gallery) if c is not None]
+    gf = np.stack([fs.extract(gallery[i]) for i in g_ok])
+    pos = {g: j for j, g in enumerate(g_ok)}
+    q_ok = [i for i, c in enumerate(queries) if c is not None and i in pos]
+    if not q_ok:
+        return dict.fromkeys(KS, 0.0)
+    qf = np.stack([fs.extract(queries[i]) for i in q_ok])
+    r = rank_k_rates(cosine_scores(qf, gf), [pos[i] for i in q_ok], KS)
+    return {k: v * len(q_ok) / len(queries) for k, v in r.items()}
+
+
+def evaluate(data: Path, translator, cache_root: Path, spaces: dict[str, FeatureSpace],
+             aligned: bool = True) -> dict:
+    photos = {p.stem for p in (data / "photos").iterdir()}
+    stems = sorted(photos & {p.stem for p in (data / "sketches").iterdir()})
+    sk, sk_fail = _crops(data / "sketches", stems, "sketch", aligned)
+    ph, ph_fail = _crops(data / "photos", stems, "photo", aligned)
+    tr = TranslationCache(translator, cache_root)
+    t0 = time.perf_counter()
+    f_sk = [None if c is None else tr(c, "sketch2photo") for c in sk]
+    g_ph = [None if c is None else tr(c, "photo2sketch") for c in ph]
+    log.info("translations: %d cached, %d computed in %.0f s", tr.hits, tr.misses,
+             time.perf_counter() - t0)
+    conditions = {
+        "sketch → photo (raw)": (sk, ph),
+        "F(sketch) → photo": (f_sk, ph),
+        "G(photo) → sketch": (g_ph, sk),
+    }
+    table = {name: {cond: _rates(fs, q, g) for cond, (q, g) in conditions.items()}
+             for name, fs in spaces.items()}
+    meta = translator.ckpt.meta
+    return {"data": str(data), "n": len(stems), "aligned": aligned,
+            "checkpoint": str(translator.model_path), "step": meta.step, "epoch": meta.epoch,
+            "not_aligned": {"sketches": sk_fail, "photos": ph_fail},
+            "features": {k: v.fingerprint for k, v in spaces.items()}, "rates": table}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"CUHK test, {result['n']} identities, checkpoint step {result['step']} "
+             f"({'aligned crops' if result['aligned'] else 'face detection on'})", "",
+             "| features | query → gallery | rank-1 | rank-5 | rank-10 |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, rows in result["rates"].items():
+        for cond, r in rows.items():
+            lines.append(f"| {name} | {cond} | " + " | ".join(f"{100 * r[k]:.0f} %" for k in KS)
+                         + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sketchstudio.metrics.recognition_eval",
+                                 description="Rank-k sketch↔photo matching rates on a test set.")
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/cufs/test"))
+    ap.add_argument("--model", default="runs/kt-cufs/checkpoint.safetensors")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/sketchstudio-eval-cache"),
+                    help="where translated test faces are kept between runs")
+    ap.add_argument("--nlda", help="NLDA projection .npz (default: the shipped one)")
+    ap.add_argument("--detect", action="store_true",
+                    help="align with face detection instead of trusting the crops")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    from ..engine import Translator
+
+    try:
+        translator = Translator(args.model, device=args.device)
+        spaces: dict[str, FeatureSpace] = {"nlda": NLDAFeatures(args.nlda),
+                                           "embed": DlibEmbedding(),
+                                           "embed (grey)": DlibEmbedding(gray=True)}
+        result = evaluate(args.data, translator, args.cache, spaces, aligned=not args.detect)
+    except SketchStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(result))
+    if result["not_aligned"]["sketches"] or result["not_aligned"]["photos"]:
+        print(f"\nnot aligned (counted as misses): {result['not_aligned']}")
+    if args.json:
+        from ..fsutil import atomic_write_json
+
+        atomic_write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
