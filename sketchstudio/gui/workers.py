@@ -1,0 +1,528 @@
+"""QObject workers that run everything heavy off the UI thread and report through signals.
+
+Each worker is moved to a QThread; the UI talks to it only by emitting signals (queued into the
+worker's thread) and listens to the worker's signals (queued back into the UI thread). torch, the
+engine and the trainer are imported inside the slots, so importing this module is cheap and the
+window can appear before torch is loaded.
+
+- :class:`TranslateWorker` loads models and translates one image (load → guess direction → align →
+  translate → paste back); a newer request makes older queued ones obsolete.
+- :class:`FeatureWorker` turns a translation's student taps and the matching teacher layer into
+  pictures (``sketchstudio.features``).
+- :class:`BatchWorker` translates a folder, cancellable between images.
+- :class:`ScanWorker` validates a training folder (pairs, unreadable files, optionally faces).
+- :class:`TrainWorker` runs :class:`trainer.loop.Trainer`; pause/resume/cancel go through its
+  thread-safe :class:`trainer.events.TrainControl`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from sketchstudio.errors import NoFaceFoundError, SketchStudioError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+PHOTO2SKETCH, SKETCH2PHOTO = "photo2sketch", "sketch2photo"
+DIRECTION_LABELS = {PHOTO2SKETCH: "photo → sketch", SKETCH2PHOTO: "sketch → photo"}
+LAYERS = ("IC", "DC1", "DC2", "Block", "UC1", "UC2")
+Eyes = tuple[tuple[float, float], tuple[float, float]]
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """(message for people, detail for bug reports). Our own errors are already written for people."""
+    if isinstance(exc, SketchStudioError):
+        return str(exc), ""
+    return (f"Unexpected error: {type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(exc)))
+
+
+def load_faces() -> tuple[Any, str]:
+    """The face-alignment module, or None and a sentence saying why it cannot be used."""
+    try:
+        from sketchstudio import faces
+        from sketchstudio.faces import align, paste_back  # noqa: F401 - the contract we need
+    except Exception as exc:  # noqa: BLE001 - missing module, missing dlib, broken install: same to a user
+        return None, (f"Face alignment is not available ({type(exc).__name__}: {exc}); images are "
+                      "translated as they are. Use already-aligned face crops for best results.")
+    return faces, ""
+
+
+def apply_affine(matrix: np.ndarray, pts: Eyes) -> Eyes:
+    """Map points through a 2×3 affine matrix."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=np.float64)
+    out = [tuple(float(v) for v in m @ np.array([x, y, 1.0])) for x, y in pts]
+    return (out[0], out[1])  # type: ignore[return-value]
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2×3 affine matrix (crop -> original)."""
+    import numpy as np
+
+    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(m)[:2]
+
+
+class _NoFace(Exception):  # noqa: N818 - internal signal, never shown
+    """Carries the decoded image out of a failed alignment, so the user can click the eyes on it."""
+
+    def __init__(self, original: np.ndarray, message: str) -> None:
+        super().__init__(message)
+        self.original, self.message = original, message
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class ModelInfo:
+    """What the UI shows about the loaded model; the Translator itself stays with the workers."""
+
+    path: str
+    name: str
+    directions: list[str]
+    device_name: str
+    image_size: int
+    ngf: int
+    n_blocks: int
+    step: int
+    is_default: bool
+    fallback_note: str | None = None
+    load_ms: float = 0.0
+
+
+@dataclass
+class TranslateRequest:
+    seq: int
+    source: Any  # a file path, encoded image bytes or an RGB uint8 array
+    direction: str = "auto"  # "auto" | photo2sketch | sketch2photo
+    align: bool = True
+    eyes: Eyes | None = None  # manual eye centres in original-image coordinates
+    name: str = ""
+
+
+@dataclass
+class TranslateResult:
+    seq: int
+    name: str
+    original: np.ndarray
+    direction: str
+    guessed_direction: str
+    auto: bool
+    crop: np.ndarray
+    output: np.ndarray  # at the crop's size
+    pasted: np.ndarray | None = None  # output warped back onto the original
+    matrix: np.ndarray | None = None  # 2×3, original -> crop
+    eyes: Eyes | None = None  # original coordinates
+    crop_eyes: Eyes | None = None  # crop coordinates
+    aligned: bool = False
+    align_method: str = ""
+    notes: list[str] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+    device_name: str = ""
+    translation: Any = None  # engine.Translation: taps, input tensor
+    translator: Any = None  # engine.Translator that made it (for the feature view)
+
+
+@dataclass
+class FeatureRequest:
+    seq: int
+    result: TranslateResult
+    layer: str
+    k: int = 16
+
+
+@dataclass
+class FeatureMaps:
+    seq: int
+    layer: str
+    network: str  # "G" | "F"
+    student_shape: tuple[int, int, int]
+    student_grid: np.ndarray
+    student_channels: list[int]
+    student_pca: np.ndarray
+    student_heat: np.ndarray
+    teacher_side: str  # "P" | "S"
+    teacher_tap: str
+    teacher_role: str  # "input" | "output": which image the teacher saw
+    teacher_shape: tuple[int, int, int] | None = None
+    teacher_grid: np.ndarray | None = None
+    teacher_channels: list[int] = field(default_factory=list)
+    teacher_pca: np.ndarray | None = None
+    teacher_heat: np.ndarray | None = None
+    teacher_error: str | None = None
+    elapsed_ms: float = 0.0
+
+
+@dataclass
+class BatchSummary:
+    out_dir: str
+    written: list[str]
+    problems: list[str]
+    cancelled: bool
+    total: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScanReport:
+    root: str
+    n_pairs: int
+    problems: list[str]
+    layout: str = ""
+    faces_checked: bool = False
+    job: int = 0
+
+
+# ------------------------------------------------------------------------------------------------
+class TranslateWorker(QObject):
+    """Owns the Translator (built in this worker's thread) and translates single images."""
+
+    model_loaded = Signal(object, object)  # ModelInfo, Translator
+    model_failed = Signal(str, str)  # message, detail
+    result_ready = Signal(object)  # TranslateResult
+    failed = Signal(int, str, str)  # seq, message, detail
+    no_face = Signal(int, object, str)  # seq, original image, message
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.translator: Any = None
+        #: set from the UI thread before a request is queued; older queued requests are skipped
+        self.latest_seq = 0
+
+    @Slot(str, str, str, bool)
+    def load_model(self, path: str, device: str, teacher_path: str, is_default: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            from sketchstudio.engine import Translator
+
+            tr = Translator(path or None, device=device, teacher_path=teacher_path or None)
+            for d in tr.directions:  # build the nets now: failures show at load, first result is fast
+                tr.net(d)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, app keeps the old model
+            msg, detail = describe_exception(exc)
+            self.model_failed.emit(msg, detail)
+            return
+        self.translator = tr
+        m = tr.ckpt.meta
+        info = ModelInfo(path=str(tr.model_path), name=Path(str(tr.model_path)).name,
+                         directions=list(tr.directions), device_name=tr.device_name,
+                         image_size=int(m.image_size), ngf=int(m.ngf), n_blocks=int(m.n_blocks),
+                         step=int(m.step), is_default=is_default, fallback_note=tr.fallback_note,
+                         load_ms=(time.perf_counter() - t0) * 1e3)
+        log.info("Model %s loaded on %s in %.0f ms", info.path, info.device_name, info.load_ms)
+        self.model_loaded.emit(info, tr)
+
+    @Slot(str)
+    def set_teacher(self, path: str) -> None:
+        if self.translator is not None:
+            with self.translator._lock:
+                self.translator.teacher_path = path or None
+                self.translator._teacher = None
+
+    @Slot(object)
+    def translate(self, req: TranslateRequest) -> None:
+        if req.seq < self.latest_seq:
+            return  # superseded while queued (e.g. several eye drags in a row)
+        try:
+            res = self._translate(req)
+        except _NoFace as nf:
+            self.no_face.emit(req.seq, nf.original, nf.message)
+            return
+        except Exception as exc:  # noqa: BLE001 - shown in the message bar; the app keeps working
+            msg, detail = describe_exception(exc)
+            self.failed.emit(req.seq, msg, detail)
+            return
+        if res is not None:
+            self.result_ready.emit(res)
+
+    def _translate(self, req: TranslateRequest) -> TranslateResult | None:
+        import numpy as np
+
+        from sketchstudio.imaging import check_rgb, load_image, looks_like_sketch
+
+        t0 = time.perf_counter()
+        tr = self.translator
+        if tr is None:
+            raise SketchStudioError("No model is loaded. Open a checkpoint (Model ▸ Open model…) "
+                                    "or train one in the Train tab.")
+        if isinstance(req.source, str | Path | bytes):
+            original = load_image(req.source)
+        else:
+            original = check_rgb(np.asarray(req.source))
+        guessed = SKETCH2PHOTO if looks_like_sketch(original) else PHOTO2SKETCH
+        direction = guessed if req.direction == "auto" else req.direction
+        notes: list[str] = []
+        if direction not in tr.directions:
+            other = tr.directions[0]
+            notes.append(f"This model has no {DIRECTION_LABELS[direction]} network; used "
+                         f"{DIRECTION_LABELS[other]}.")
+            direction = other
+        res = TranslateResult(seq=req.seq, name=req.name, original=original, direction=direction,
+                              guessed_direction=guessed, auto=req.direction == "auto",
+                              crop=original, output=original, notes=notes)
+        if req.align:
+            faces, why = load_faces()
+            if faces is None:
+                notes.append(why)
+            else:
+                kind = "photo" if direction == PHOTO2SKETCH else "sketch"
+                try:
+                    ar = faces.align(original, eyes=req.eyes, kind=kind)
+                except NoFaceFoundError as exc:
+                    raise _NoFace(original, str(exc)) from exc
+                res.crop, res.matrix, res.eyes = ar.crop, np.asarray(ar.matrix, np.float64), ar.eyes
+                res.crop_eyes = apply_affine(res.matrix, ar.eyes)
+                res.aligned, res.align_method = True, str(getattr(ar, "method", ""))
+                if getattr(ar, "n_faces", 1) > 1:
+                    notes.append(f"{ar.n_faces} faces found; used the largest. Drag the eye markers "
+                                 "to pick another.")
+        if req.seq < self.latest_seq:
+            return None
+        translation = tr.translate(res.crop, direction, return_taps=True)
+        res.output = translation.output
+        if res.aligned:
+            faces, _ = load_faces()
+            res.pasted = faces.paste_back(original, res.output, res.matrix)
+        if tr.fallback_note:
+            notes.append(tr.fallback_note)
+        res.translation, res.translator, res.device_name = translation, tr, tr.device_name
+        res.elapsed_ms = (time.perf_counter() - t0) * 1e3
+        return res
+
+
+class FeatureWorker(QObject):
+    """Student taps + the teacher layer they were trained against, rendered as images."""
+
+    maps_ready = Signal(object)  # FeatureMaps
+    failed = Signal(int, str, str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latest_seq = 0
+        self._cache_key: int | None = None
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    @Slot(object)
+    def compute(self, req: FeatureRequest) -> None:
+        if req.seq < self.latest_seq:
+            return
+        try:
+            self.maps_ready.emit(self._compute(req))
+        except Exception as exc:  # noqa: BLE001 - reported, the view stays usable
+            msg, detail = describe_exception(exc)
+            self.failed.emit(req.seq, msg, detail)
+
+    def _teacher_taps(self, res: TranslateResult, side: str, role: str) -> dict[str, Any]:
+        """Teacher taps for ``side``, computed once per translation (they do not depend on the layer)."""
+        from sketchstudio.imaging import to_tensor
+
+        key = id(res.translation)
+        if key != self._cache_key:
+            self._cache_key, self._cache = key, {}
+        if side not in self._cache:
+            tr = res.translator
+            x = res.translation.input_tensor if role == "input" else to_tensor(res.output, tr.image_size)
+            self._cache[side] = tr.teacher_features(x)
+        return self._cache[side]
+
+    def _compute(self, req: FeatureRequest) -> FeatureMaps:
+        from sketchstudio import features as ft
+        from sketchstudio.errors import TeacherUnavailableError
+        from trainer.losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS
+
+        t0 = time.perf_counter()
+        res = req.result
+        g = res.direction == PHOTO2SKETCH
+        side, ttap = ft.teacher_counterpart(G_TEACHER_PAIRS if g else F_TEACHER_PAIRS, req.layer)
+        role = ft.teacher_input_role(side, res.direction)
+        s = ft.as_array(res.translation.taps[req.layer])
+        grid, chans = ft.channel_grid(s, k=req.k)
+        fm = FeatureMaps(seq=req.seq, layer=req.layer, network="G" if g else "F",
+                         student_shape=tuple(int(v) for v in s.shape), student_grid=grid,
+                         student_channels=chans, student_pca=ft.pca_rgb(s), student_heat=ft.heat_map(s),
+                         teacher_side=side, teacher_tap=ttap, teacher_role=role)
+        try:
+            t = ft.as_array(self._teacher_taps(res, side, role)[ttap])
+        except TeacherUnavailableError as exc:
+            fm.teacher_error = str(exc)
+        else:
+            fm.teacher_shape = tuple(int(v) for v in t.shape)
+            fm.teacher_grid, fm.teacher_channels = ft.channel_grid(t, k=req.k)
+            fm.teacher_pca, fm.teacher_heat = ft.pca_rgb(t), ft.heat_map(t)
+        fm.elapsed_ms = (time.perf_counter() - t0) * 1e3
+        return fm
+
+
+class BatchWorker(QObject):
+    """Translate every image of a folder into an output folder; cancel stops between images."""
+
+    progress = Signal(int, int, str)  # done, total, current file name
+    finished = Signal(object)  # BatchSummary
+
+    def __init__(self, translator: Any, files: list[str], out_dir: str, direction: str = "auto",
+                 align: bool = True, paste_back: bool = False, fmt: str = "png") -> None:
+        super().__init__()
+        self.translator, self.files, self.out_dir = translator, list(files), out_dir
+        self.direction, self.align, self.paste_back, self.fmt = direction, align, paste_back, fmt
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        """Thread-safe: called from the UI thread while :meth:`run` is busy."""
+        self._cancel.set()
+
+    @Slot()
+    def run(self) -> None:
+        from sketchstudio.fsutil import ensure_writable_dir
+        from sketchstudio.imaging import load_image, looks_like_sketch, save_image
+
+        written: list[str] = []
+        problems: list[str] = []
+        notes: list[str] = []
+        total = len(self.files)
+        faces, why = load_faces() if self.align else (None, "")
+        if self.align and faces is None:
+            notes.append(why)
+        try:
+            out = ensure_writable_dir(self.out_dir)
+        except SketchStudioError as exc:
+            self.finished.emit(BatchSummary(self.out_dir, [], [str(exc)], False, total))
+            return
+        for i, f in enumerate(self.files):
+            if self._cancel.is_set():
+                break
+            name = Path(f).name
+            self.progress.emit(i, total, name)
+            try:
+                img = load_image(f)
+                direction = self.direction
+                if direction == "auto":
+                    direction = SKETCH2PHOTO if looks_like_sketch(img) else PHOTO2SKETCH
+                crop, ar = img, None
+                if faces is not None:
+                    kind = "photo" if direction == PHOTO2SKETCH else "sketch"
+                    ar = faces.align(img, kind=kind)
+                    crop = ar.crop
+                result = self.translator.translate(crop, direction).output
+                if ar is not None and self.paste_back:
+                    result = faces.paste_back(img, result, ar.matrix)
+                written.append(str(save_image(result, out / f"{Path(f).stem}.{self.fmt}")))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+                problems.append(f"{name}: {describe_exception(exc)[0]}")
+        cancelled = self._cancel.is_set() and len(written) + len(problems) < total
+        self.progress.emit(total if not cancelled else len(written), total, "")
+        self.finished.emit(BatchSummary(str(out), written, problems, cancelled, total, notes))
+
+
+class ScanWorker(QObject):
+    """Validate a paired training folder; with ``check_faces`` also run face detection on it."""
+
+    progress = Signal(int, int, int)  # job, done, total
+    finished = Signal(object)  # ScanReport
+
+    def __init__(self, root: str, check_faces: bool = False, job: int = 0) -> None:
+        super().__init__()
+        self.root, self.check_faces, self.job = root, check_faces, job
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            from trainer.data import scan_pairs
+
+            scan = scan_pairs(self.root)
+            report = ScanReport(root=str(scan.root), n_pairs=len(scan.pairs),
+                                problems=list(scan.problems), layout=scan.layout)
+            if self.check_faces and scan.pairs:
+                self._check_faces(scan.pairs, report)
+        except Exception as exc:  # noqa: BLE001 - shown as a problem line
+            report = ScanReport(root=self.root, n_pairs=0, problems=[describe_exception(exc)[0]])
+        report.job = self.job
+        self.finished.emit(report)
+
+    def _check_faces(self, pairs: list[Any], report: ScanReport) -> None:
+        from sketchstudio.imaging import load_image
+
+        faces, why = load_faces()
+        if faces is None:
+            report.problems.append(why)
+            return
+        items = [(p.photo, "photo") for p in pairs] + [(p.sketch, "sketch") for p in pairs]
+        for i, (path, kind) in enumerate(items):
+            if self._cancel.is_set():
+                return
+            self.progress.emit(self.job, i, len(items))
+            try:
+                faces.align(load_image(path), kind=kind)
+            except NoFaceFoundError:
+                report.problems.append(f"no face found: {path}")
+            except SketchStudioError as exc:
+                report.problems.append(f"{path}: {exc}")
+        report.faces_checked = True
+
+
+class TrainWorker(QObject):
+    """Runs one :class:`trainer.loop.Trainer` job; every trainer event is forwarded as a signal."""
+
+    event = Signal(object)  # trainer.events.TrainEvent
+    failed = Signal(str, str)
+    finished = Signal()
+
+    def __init__(self, config: Any, resume: bool = False) -> None:
+        super().__init__()
+        from trainer.events import TrainControl
+
+        self.config, self.resume = config, resume
+        self.control = TrainControl()
+        self.result: Any = None
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume_training(self) -> None:
+        self.control.resume()
+
+    def cancel(self) -> None:
+        self.control.cancel()
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            from trainer.loop import Trainer
+
+            trainer = Trainer(self.config, on_event=self.event.emit, control=self.control,
+                              resume=self.resume)
+            self.result = trainer.run()
+        except Exception as exc:  # noqa: BLE001 - the panel shows it; the app keeps running
+            msg, detail = describe_exception(exc)
+            self.failed.emit(msg, detail)
+        finally:
+            self.finished.emit()
+
+
+# Note for connections: a worker's signal must go to a bound method of a QObject that lives in the
+# UI thread (queued across threads). A plain lambda has no thread affinity and would run in the
+# worker's thread, touching widgets from there.
+def start_worker(worker: QObject, name: str, entry: Any = None) -> QThread:
+    """Move ``worker`` to a new QThread named ``name``, call ``entry`` (a slot) when it starts."""
+    thread = QThread()
+    thread.setObjectName(name)
+    worker.moveToThread(thread)
+    if entry is not None:
+        thread.started.connect(entry)
+    thread.start()
+    return thread
