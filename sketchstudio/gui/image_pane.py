@@ -103,7 +103,8 @@ class ImageCanvas(QWidget):
     # --- painting -----------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
-        p.fillRect(self.rect(), self.palette().base())
+        # a neutral letter-box, so that white paper (sketches) stands out from the empty area
+        p.fillRect(self.rect(), self.palette().window().color().darker(108))
         if self._image is None:
             p.setPen(self.palette().placeholderText().color())
             p.drawText(self.rect().adjusted(12, 12, -12, -12),
@@ -112,6 +113,8 @@ class ImageCanvas(QWidget):
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth)
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         p.drawImage(self.image_rect(), self._image)
+        p.setPen(QPen(self.palette().mid().color(), 1))
+        p.drawRect(self.image_rect().adjusted(-0.5, -0.5, 0.5, 0.5))
         shown = self.markers if not self.picking else self._picked
         for i, pt in enumerate(shown):
             c = MARKER_COLORS[i % len(MARKER_COLORS)]

@@ -312,8 +312,9 @@ class MainWindow(QMainWindow):
             self.model_info.setText("open a checkpoint or train one")
             self.device_label.setText("Device: –")
             return
-        self.setWindowTitle(f"SketchStudio — {info.name}")
-        self.model_label.setText(f"Model: {info.name}")
+        name = _short_model_name(info.path)
+        self.setWindowTitle(f"SketchStudio — {name}")
+        self.model_label.setText(f"Model: {name}")
         dirs = " + ".join("G" if d == "photo2sketch" else "F" for d in info.directions)
         self.model_info.setText(f"{dirs} · width {info.ngf} · {info.n_blocks} blocks · "
                                 f"{info.image_size}² · step {info.step}")

@@ -160,9 +160,12 @@ class TrainPanel(QWidget):
         self.precision.setToolTip("auto: bf16 on GPUs and on CPUs with native bf16, else fp32")
         self.w_tea, self.w_stu, self.w_rec = (_dspin(1.0) for _ in range(3))
         weights = QHBoxLayout()
+        weights.setSpacing(4)
         for label, w in (("tea-stu", self.w_tea), ("stu-stu", self.w_stu), ("rec", self.w_rec)):
+            w.setToolTip(f"weight of L_{label} (0 switches the term off, as in the paper's ablation)")
             weights.addWidget(QLabel(label))
             weights.addWidget(w)
+        weights.addStretch(1)
         self.preview_every = _spin(1, 100000, 50)
         self.checkpoint_every = _spin(1, 100000, 200)
         self.out_field = PathField("folder for checkpoint.safetensors, losses.jsonl, config.yaml")
@@ -197,6 +200,7 @@ class TrainPanel(QWidget):
         row2 = QHBoxLayout()
         row2.addWidget(self.resume_run_button)
         row2.addWidget(self.load_button)
+        self.load_button.setText("Load into Translate")
 
         left = QWidget()
         ll = QVBoxLayout(left)
@@ -208,7 +212,8 @@ class TrainPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(380)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(left.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
 
         # progress side
         self.state_label = QLabel()
@@ -235,8 +240,14 @@ class TrainPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps (%p%)")
         self.plot_holder = QVBoxLayout()
-        self.plot_box = QGroupBox("Losses")
+        self.plot_box = QGroupBox("Losses (per term, log scale)")
         self.plot_box.setLayout(self.plot_holder)
+        # the legend is a row under the plot: inside the plot it would hide the curves
+        self.legend = QLabel("  ".join(
+            f"<span style='color:{_COLORS[k]}; font-weight:bold'>{'╍╍' if k.startswith('F_') else '━━'}"
+            f"</span> {k}" for k in LOSS_TERMS))
+        self.legend.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.plot_holder.addWidget(self.legend)
         self.previews = {k: ImagePane(k, "", smooth=True) for k in PREVIEW_KEYS}
         prev_box = QGroupBox("Preview (fixed pair)")
         pl = QHBoxLayout(prev_box)
@@ -294,12 +305,15 @@ class TrainPanel(QWidget):
         plot.setLogMode(y=True)
         plot.showGrid(x=True, y=True, alpha=0.25)
         plot.setLabel("bottom", "step")
-        plot.setLabel("left", "loss (log)")
-        plot.addLegend(offset=(-10, 10), colCount=4)
+        plot.setLabel("left", "loss")
         for k in LOSS_TERMS:
             width = 2.5 if k == "total" else 1.5
-            self._curves[k] = plot.plot([], [], name=k, pen=pg.mkPen(_COLORS[k], width=width))
-        self.plot_holder.addWidget(plot)
+            # F's terms dashed: G's and F's student-student terms are equal by definition and
+            # their teacher terms close, so solid lines would hide G's curves
+            style = Qt.PenStyle.DashLine if k.startswith("F_") else Qt.PenStyle.SolidLine
+            self._curves[k] = plot.plot([], [], name=k, pen=pg.mkPen(_COLORS[k], width=width,
+                                                                      style=style))
+        self.plot_holder.insertWidget(0, plot, 1)
         self._plot = plot
         self._redraw_plot(force=True)
 
@@ -606,6 +620,7 @@ def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
 
 def _dspin(value: float) -> QDoubleSpinBox:
     w = QDoubleSpinBox()
+    w.setMaximumWidth(72)
     w.setRange(0.0, 1000.0)
     w.setDecimals(2)
     w.setSingleStep(0.1)

@@ -59,19 +59,20 @@ class EmptyState(QFrame):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QLabel("<h2>No model loaded</h2>")
+        # explicit line breaks, no word wrap: a wrapped rich-text label in a stacked page gets a
+        # wrong height and loses its last lines
         self.text = QLabel(
             "SketchStudio needs a trained model to turn photos into sketches and back.<br><br>"
-            "• <b>Open a model</b>: a <tt>.safetensors</tt> checkpoint or a training run folder "
-            "(Model ▸ Open model…, Ctrl+Shift+O).<br>"
+            "• <b>Open a model</b>: a <tt>.safetensors</tt> checkpoint or a training run folder<br>"
+            "&nbsp;&nbsp;&nbsp;(Model ▸ Open model…, Ctrl+Shift+O).<br>"
             "• <b>Train one</b>: in the <b>Train</b> tab, choose a folder with <tt>photos/</tt> and "
-            "<tt>sketches/</tt> (same file names) and press Start.<br>"
-            "• The shipped default model (<tt>resources/models/kt-cufs.safetensors</tt>) is loaded "
-            "automatically once it is installed.")
-        self.text.setWordWrap(True)
+            "<tt>sketches/</tt><br>&nbsp;&nbsp;&nbsp;(same file names) and press Start.<br>"
+            "• The shipped default model (<tt>resources/models/kt-cufs.safetensors</tt>) is<br>"
+            "&nbsp;&nbsp;&nbsp;loaded automatically once it is installed.")
+        self.text.setTextFormat(Qt.TextFormat.RichText)
         self.open_button = QPushButton("Open model…")
         self.train_button = QPushButton("Train a model…")
-        for w in (self.title, self.text):
-            w.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.title.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.open_button)
@@ -80,12 +81,10 @@ class EmptyState(QFrame):
         lay = QVBoxLayout(self)
         lay.addStretch(1)
         lay.addWidget(self.title)
-        lay.addWidget(self.text)
+        lay.addWidget(self.text, 0, Qt.AlignmentFlag.AlignHCenter)
         lay.addSpacing(12)
         lay.addLayout(buttons)
         lay.addStretch(2)
-        self.text.setMaximumWidth(640)
-        lay.setAlignment(self.text, Qt.AlignmentFlag.AlignHCenter)
 
 
 class TranslateView(QWidget):

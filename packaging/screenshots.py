@@ -1,0 +1,194 @@
+"""Reproducible screenshots of every view, for the README and for reviewing the layout.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python packaging/screenshots.py
+
+Writes docs/screenshots/*.png. Uses the real model in runs/kt-cufs (if a training run is there; it
+may be early in training), else the shipped default model, else a tiny untrained one; the CUFS
+test images from ../shared/data/cufs/test; and the teacher from ../shared/teacher. Nothing from
+CUFS is copied into the repository: the training screenshot trains on links to a few CUFS pairs in
+a temporary folder. Runs with the ``offscreen`` platform too (fonts may then differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+CUFS_TEST = SHARED / "data" / "cufs" / "test"
+CUFS_TRAIN = SHARED / "data" / "cufs" / "train"
+TEACHER = SHARED / "teacher" / "vgg19_relu3_1.pth"
+RUN_MODEL = ROOT / "runs" / "kt-cufs" / "checkpoint.safetensors"
+OUT = ROOT / "docs" / "screenshots"
+SIZE = (1440, 900)
+
+log = logging.getLogger("screenshots")
+
+
+def wait_until(app, cond, timeout: float = 300.0, what: str = "") -> None:
+    t0 = time.monotonic()
+    while not cond():
+        app.processEvents()
+        time.sleep(0.02)
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"timed out waiting for {what}")
+    for _ in range(5):
+        app.processEvents()
+
+
+def pick_model(tmp: Path) -> Path | None:
+    if RUN_MODEL.is_file():
+        return RUN_MODEL
+    from sketchstudio.resources import default_model_path
+
+    if default_model_path() is not None:
+        return None  # the app loads the default itself
+    import torch
+
+    from sketchstudio.checkpoint import ModelMeta, save_checkpoint, student_tensors
+    from sketchstudio.models import StudentNet
+
+    torch.manual_seed(0)
+    path = tmp / "tiny.safetensors"
+    save_checkpoint(path, student_tensors("G", StudentNet(8, 1)) | student_tensors("F", StudentNet(8, 1)),
+                    ModelMeta(ngf=8, n_blocks=1, image_size=64))
+    return path
+
+
+def shoot(widget, name: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / name
+    if not widget.grab().save(str(path)):
+        raise RuntimeError(f"cannot write {path}")
+    log.info("wrote %s", path.relative_to(ROOT))
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-steps", type=int, default=60, help="steps before the Train screenshot")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not CUFS_TEST.is_dir():
+        log.error("CUFS test images not found at %s", CUFS_TEST)
+        return 2
+    os.environ.setdefault("SKETCHSTUDIO_OFFLINE", "1")
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from sketchstudio.gui import context as gui_context
+    from sketchstudio.gui import main_window as gui_main
+    from sketchstudio.gui.main_window import MainWindow
+    from sketchstudio.gui.settings import Settings
+    from sketchstudio.resources import icon_path
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("SketchStudio")
+    app.setWindowIcon(QIcon(str(icon_path())))
+    tmp = Path(tempfile.mkdtemp(prefix="sketchstudio-shots-"))
+
+    # 1. empty state: what a fresh machine shows before a model is installed
+    real_default = gui_context.default_model_path
+    gui_context.default_model_path = gui_main.default_model_path = lambda: None
+    w = MainWindow(Settings.at(tmp / "empty.ini"))
+    w.resize(*SIZE)
+    w.show()
+    w.start()
+    wait_until(app, lambda: w.ctx.model is None and not w.ctx.loading, what="empty state")
+    shoot(w, "translate-empty.png")
+    w.close()
+    gui_context.default_model_path = gui_main.default_model_path = real_default
+
+    # 2. translate views with a real model
+    settings = Settings.at(tmp / "app.ini")
+    if TEACHER.is_file():
+        settings.teacher_path = str(TEACHER)
+    settings.align_faces = False  # CUFS crops are already aligned
+    w = MainWindow(settings)
+    w.resize(*SIZE)
+    w.show()
+    model = pick_model(tmp)
+    w.start(model=str(model) if model else None)
+    wait_until(app, lambda: w.ctx.model is not None, what="model load")
+    tv = w.translate_view
+    photo = sorted((CUFS_TEST / "photos").iterdir())[0]
+    sketch = CUFS_TEST / "sketches" / photo.name
+    if not sketch.is_file():
+        sketch = sorted((CUFS_TEST / "sketches").iterdir())[0]
+    def translate(path: Path, what: str) -> None:
+        tv.load_path(path)
+        want = tv._pending
+        wait_until(app, lambda: tv.result is not None and tv.result.seq == want, what=what)
+
+    translate(photo, "photo→sketch")
+    shoot(w, "translate-photo2sketch.png")
+    translate(sketch, "sketch→photo")
+    shoot(w, "translate-sketch2photo.png")
+
+    # 3. feature maps of the photo
+    translate(photo, "photo again")
+    fv = w.feature_view
+    fv.set_layer("DC1")
+    shown: list = []
+    fv.maps_shown.connect(shown.append)
+    w.show_view("Feature maps")
+    wait_until(app, lambda: shown and shown[-1].layer == "DC1", what="DC1 maps")
+    shoot(w, "features-dc1.png")
+    fv.set_layer("Block")
+    wait_until(app, lambda: shown[-1].layer == "Block", what="Block maps")
+    shoot(w, "features-block.png")
+
+    # 4. training: a small, fast configuration on links to a few CUFS pairs, paused mid-run
+    data = tmp / "pairs"
+    (data / "photos").mkdir(parents=True)
+    (data / "sketches").mkdir()
+    for p in sorted((CUFS_TRAIN / "photos").iterdir())[:8]:
+        s = CUFS_TRAIN / "sketches" / p.name
+        if s.is_file():
+            (data / "photos" / p.name).symlink_to(p)
+            (data / "sketches" / p.name).symlink_to(s)
+    tp = w.train_panel
+    w.show_view("Train")
+    tp.data_field.set_text(str(data))
+    tp.out_field.set_text(str(tmp / "run"), emit=False)
+    tp.epochs.setValue(50)
+    tp.image_size.setValue(64)
+    tp.ngf.setValue(8)
+    tp.n_blocks.setValue(2)
+    tp.precision.setCurrentText("fp32")
+    tp.preview_every.setValue(5)
+    tp.checkpoint_every.setValue(1000)
+    if TEACHER.is_file():
+        tp.teacher_field.set_text(str(TEACHER), emit=False)
+    wait_until(app, lambda: tp.scan is not None, what="folder scan")
+    if not tp.start():
+        log.error("training did not start: %s", w.message_bar.text.text())
+        return 1
+    wait_until(app, lambda: tp.step >= args.train_steps and tp.previews_seen > 0, timeout=900,
+               what="training steps")
+    tp.toggle_pause()
+    wait_until(app, lambda: tp.state == "paused", what="pause")
+    tp._redraw_plot(force=True)
+    w.message_bar.hide()
+    shoot(w, "train.png")
+    tp.cancel()
+    wait_until(app, lambda: not tp.is_training, what="cancel")
+
+    # 5. About box
+    w.show_about()
+    wait_until(app, lambda: w.about_box.isVisible(), what="about box")
+    shoot(w.about_box, "about.png")
+    w.about_box.close()
+    w.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
