@@ -39,3 +39,7 @@ class OutputError(SketchStudioError):
 
 class NoFaceFoundError(SketchStudioError):
     """Face detection failed; the caller should ask for manual eye positions."""
+
+
+class EyePositionError(SketchStudioError):
+    """Manually given eye positions are unusable (outside the image, too close, not numbers)."""
