@@ -180,6 +180,8 @@ def test_drop_photo_shows_result_and_saves(qtbot, window, tiny_model, photo, tmp
         QFileDialog.getSaveFileName = orig
     assert (tmp_path / "out" / "dialog.png").is_file()
     assert window.settings.recent("images") == [str(photo.resolve())]
+    window.recent_images_menu.aboutToShow.emit()
+    assert [a.text() for a in window.recent_images_menu.actions()] == ["photo.png"]
 
 
 def test_direction_is_automatic_and_switchable(qtbot, window, tiny_model, photo, sketch) -> None:
@@ -550,12 +552,22 @@ def test_force_cpu_and_recent_models_persist(qtbot, tiny_model, settings, no_def
     assert blocker.args[0].path in (str(tiny_model), str(tiny_model.resolve()))
 
 
-def test_fallback_note_is_visible(qtbot, window, tiny_model, photo) -> None:
+def test_cuda_fallback_note_is_visible(qtbot, window, tiny_model, photo, monkeypatch) -> None:
+    """A CUDA failure mid-session: the engine's fallback note reaches the status bar and messages."""
     load_model(qtbot, window, tiny_model)
-    window.ctx.translator.fallback_note = "CUDA: Fake GPU failed (OutOfMemoryError); running on the CPU instead."
+    tr = window.ctx.translator
+    real = tr.translate
+
+    def failing_gpu(*args, **kwargs):  # what Translator._fall_back_to_cpu leaves behind
+        tr.fallback_note = "CUDA: Fake GPU failed (OutOfMemoryError); running on the CPU instead."
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "translate", failing_gpu)
     r = translate_file(qtbot, window, photo)
     assert any("running on the CPU" in n for n in r.notes)
     assert "running on the CPU" in window.translate_view.status.text()
+    assert "fallback" in window.device_label.text() and "Fake GPU" in window.device_label.toolTip()
+    assert window.message_bar.level == "warning" and "Fake GPU" in window.message_bar.text.text()
 
 
 def test_bad_model_file_reports_and_keeps_previous(qtbot, window, tiny_model, tmp_path) -> None:

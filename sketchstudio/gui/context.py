@@ -43,6 +43,8 @@ class AppContext(QObject):
     message = Signal(str, str, str)
     #: a view asks to be shown (e.g. "Translate" after loading a trained model)
     show_view = Signal(str)
+    #: the engine moved to another device mid-session (CUDA failure → CPU): name, note
+    device_changed = Signal(str, str)
 
     # private: queued into the compute thread
     _load = Signal(str, str, str, bool)
@@ -142,6 +144,12 @@ class AppContext(QObject):
         if res.seq < self.translate_worker.latest_seq:
             return
         self.last_result = res
+        note = getattr(res.translator, "fallback_note", None)
+        if self.model is not None and note and note != self.model.fallback_note:
+            # a CUDA failure during this translation: the engine now runs on the CPU
+            self.model.fallback_note, self.model.device_name = note, res.device_name
+            self.device_changed.emit(res.device_name, note)
+            self.notify("warning", note)
         self.translated.emit(res)
 
     # --- messages -----------------------------------------------------------------------------

@@ -113,6 +113,7 @@ class MainWindow(QMainWindow):
         self.ctx.model_changed.connect(self._model_changed)
         self.ctx.model_loading.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.ctx.show_view.connect(self.show_view)
+        self.ctx.device_changed.connect(self._device_changed)
         tv = self.translate_view
         if tv is not None:
             tv.open_model_requested.connect(self.open_model_dialog)
@@ -191,6 +192,8 @@ class MainWindow(QMainWindow):
         self.open_action = self._action(f, "&Open image…", self._open_image, QKeySequence.StandardKey.Open)
         self.paste_action = self._action(f, "&Paste image", self._paste, QKeySequence.StandardKey.Paste)
         self.folder_action = self._action(f, "Translate &folder…", self._folder)
+        self.recent_images_menu = f.addMenu("Recent &images")
+        self.recent_images_menu.aboutToShow.connect(self._fill_recent_images)
         f.addSeparator()
         self.save_action = self._action(f, "&Save result…", self._save, QKeySequence.StandardKey.Save)
         self.copy_action = self._action(f, "&Copy result", self._copy, QKeySequence.StandardKey.Copy)
@@ -217,6 +220,21 @@ class MainWindow(QMainWindow):
 
     def _cycle(self, delta: int) -> None:
         self.tabs.setCurrentIndex((self.tabs.currentIndex() + delta) % self.tabs.count())
+
+    def _fill_recent_images(self) -> None:
+        menu = self.recent_images_menu
+        menu.clear()
+        for p in self.settings.recent("images"):
+            a = menu.addAction(Path(p).name)
+            a.setToolTip(p)
+            a.triggered.connect(lambda _=False, p=p: self._open_recent_image(p))
+        if menu.isEmpty():
+            menu.addAction("(none yet)").setEnabled(False)
+
+    def _open_recent_image(self, path: str) -> None:
+        if self.translate_view is not None:
+            self.show_view("Translate")
+            self.translate_view.load_path(path)
 
     def _open_image(self) -> None:
         if self.translate_view is not None:
@@ -323,6 +341,10 @@ class MainWindow(QMainWindow):
         self.device_label.setText(f"Device: {info.device_name}{forced}")
         self.device_label.setToolTip(note.strip(" —"))
         self.statusBar().showMessage(f"Loaded {info.path} in {info.load_ms:.0f} ms{note}", 8000)
+
+    def _device_changed(self, name: str, note: str) -> None:
+        self.device_label.setText(f"Device: {name} (fallback)")
+        self.device_label.setToolTip(note)
 
     # --- about, close -------------------------------------------------------------------------
     def show_about(self) -> None:
