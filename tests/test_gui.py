@@ -22,7 +22,7 @@ from PySide6.QtCore import QEvent, QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence, QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
-from sketchstudio.errors import NoFaceFoundError  # noqa: E402
+from sketchstudio.errors import EyePositionError, NoFaceFoundError  # noqa: E402
 from sketchstudio.gui import context as gui_context  # noqa: E402
 from sketchstudio.gui import main_window as gui_main  # noqa: E402
 from sketchstudio.gui import workers as gui_workers  # noqa: E402
@@ -245,6 +245,8 @@ class FakeFaces:
         if eyes is None:
             raise NoFaceFoundError("No face found in the image.")
         (lx, ly), (rx, ry) = eyes
+        if abs(rx - lx) + abs(ry - ly) < 4:
+            raise EyePositionError("The two eye positions are too close together.")
         src = np.array([rx - lx, ry - ly])
         s = 50.0 / max(np.hypot(*src), 1e-6)
         a = -math.atan2(src[1], src[0])
@@ -276,6 +278,11 @@ def test_no_face_then_click_eyes_then_drag_marker(qtbot, window, tiny_model, pho
     canvas = tv.input_pane.canvas
     qtbot.waitUntil(lambda: canvas.picking, timeout=WAIT)
     assert window.message_bar.level == "warning" and "eyes" in window.message_bar.text.text()
+    # two clicks on the same spot: unusable eyes → asked again, not an error
+    mouse(canvas, QEvent.Type.MouseButtonPress, canvas.to_widget_coords((20, 30)))
+    mouse(canvas, QEvent.Type.MouseButtonPress, canvas.to_widget_coords((20, 30)))
+    qtbot.waitUntil(lambda: len(fake.calls) == 2 and canvas.picking, timeout=WAIT)
+    assert "too close" in window.message_bar.text.text() and window.message_bar.level == "warning"
     # click the two eyes (image coords (20, 30) and (44, 30))
     mouse(canvas, QEvent.Type.MouseButtonPress, canvas.to_widget_coords((20, 30)))
     with qtbot.waitSignal(window.ctx.translated, timeout=WAIT) as blocker:
@@ -298,7 +305,7 @@ def test_no_face_then_click_eyes_then_drag_marker(qtbot, window, tiny_model, pho
     end = crop_canvas.to_widget_coords((125, 135))
     mouse(crop_canvas, QEvent.Type.MouseButtonPress, start)
     mouse(crop_canvas, QEvent.Type.MouseMove, end)
-    assert len(fake.calls) == 2  # nothing re-runs while dragging
+    assert len(fake.calls) == 3  # nothing re-runs while dragging
     with qtbot.waitSignal(window.ctx.translated, timeout=WAIT):
         mouse(crop_canvas, QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)
     new_eyes = np.array(fake.calls[-1][0])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from sketchstudio.errors import NoFaceFoundError, SketchStudioError
+from sketchstudio.errors import EyePositionError, NoFaceFoundError, SketchStudioError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -280,7 +280,8 @@ class TranslateWorker(QObject):
                 kind = "photo" if direction == PHOTO2SKETCH else "sketch"
                 try:
                     ar = faces.align(original, eyes=req.eyes, kind=kind)
-                except NoFaceFoundError as exc:
+                except (NoFaceFoundError, EyePositionError) as exc:
+                    # either way the user can (re)place the eyes by hand
                     raise _NoFace(original, str(exc)) from exc
                 res.crop, res.matrix, res.eyes = ar.crop, np.asarray(ar.matrix, np.float64), ar.eyes
                 res.crop_eyes = apply_affine(res.matrix, ar.eyes)
