@@ -633,3 +633,22 @@ def test_message_bar_detail_toggle(qtbot, window) -> None:
     assert not bar.isVisible()
     window.ctx.notify("info", "No detail.")
     assert bar.isVisible() and bar.level == "info" and not bar.details_button.isVisible()
+
+
+def test_start_on_an_existing_run_asks_to_resume(qtbot, window, tiny_pairs, random_teacher,
+                                                 tmp_path, monkeypatch) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.safetensors").write_bytes(b"\x00" * 32)  # someone's earlier (broken) run
+    tp = window.train_panel
+    _fill_train_form(tp, tiny_pairs, run, random_teacher)
+    answers = [QMessageBox.StandardButton.Cancel]
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: answers.pop(0)))
+    tp.start_button.click()
+    assert not tp.is_training and tp.state == "idle"
+    answers.append(QMessageBox.StandardButton.Yes)
+    tp.start_button.click()  # resumes → reads the checkpoint → its error is shown, app survives
+    qtbot.waitUntil(lambda: tp.state == "failed" and not tp.is_training, timeout=WAIT)
+    assert tp.worker is None and tp.last_run_resumed is True
+    assert window.message_bar.level == "error" and "checkpoint.safetensors" in window.message_bar.text.text()
+    assert tp.start_button.isEnabled()

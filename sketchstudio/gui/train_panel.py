@@ -119,6 +119,7 @@ class TrainPanel(QWidget):
         self.total_steps = 0
         self._steps_per_epoch = 1
         self.last_checkpoint: str | None = None
+        self.last_run_resumed = False  # whether the current/last run was started as a resume
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in LOSS_TERMS}
         self.previews_seen = 0
         self._plot: Any = None
@@ -438,6 +439,7 @@ class TrainPanel(QWidget):
         self._redraw_plot(force=True)
         for p in self.previews.values():
             p.set_image(None)
+        self.last_run_resumed = resume
         self.worker = TrainWorker(cfg, resume=resume)
         self.worker.event.connect(self._on_event)
         self.worker.failed.connect(self._on_failed)
@@ -532,6 +534,7 @@ class TrainPanel(QWidget):
         elif name == "CheckpointEvent":
             self.last_checkpoint = e.path
             self.ckpt_label.setText(f"step {e.step}: {e.path}")
+            self._set_state(self.state)  # "Load into Translate" works from the first checkpoint on
         elif name == "StateEvent":
             if e.state == "paused" and self.state in ("pausing", "paused"):
                 self._set_state("paused")

@@ -312,7 +312,7 @@ class FeatureWorker(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.latest_seq = 0
-        self._cache_key: int | None = None
+        self._cache_for: Any = None  # the Translation whose teacher taps are cached
         self._cache: dict[str, dict[str, Any]] = {}
 
     @Slot(object)
@@ -329,9 +329,8 @@ class FeatureWorker(QObject):
         """Teacher taps for ``side``, computed once per translation (they do not depend on the layer)."""
         from sketchstudio.imaging import to_tensor
 
-        key = id(res.translation)
-        if key != self._cache_key:
-            self._cache_key, self._cache = key, {}
+        if res.translation is not self._cache_for:
+            self._cache_for, self._cache = res.translation, {}
         if side not in self._cache:
             tr = res.translator
             x = res.translation.input_tensor if role == "input" else to_tensor(res.output, tr.image_size)
