@@ -652,3 +652,42 @@ def test_start_on_an_existing_run_asks_to_resume(qtbot, window, tiny_pairs, rand
     assert tp.worker is None and tp.last_run_resumed is True
     assert window.message_bar.level == "error" and "checkpoint.safetensors" in window.message_bar.text.text()
     assert tp.start_button.isEnabled()
+
+
+def _tilted(img: np.ndarray, angle: float = 9.0, scale: float = 1.2) -> np.ndarray:
+    """A CUFS crop turned into an unaligned snapshot: rotated, scaled, on a larger canvas."""
+    import cv2
+
+    h, w = img.shape[:2]
+    out_w, out_h = 360, 400
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m[:, 2] += ((out_w - w) / 2, (out_h - h) / 2)
+    return cv2.warpAffine(img, m, (out_w, out_h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_real_face_alignment_and_paste_back(qtbot, settings, no_default_model, tiny_model, cufs,
+                                            tmp_path) -> None:
+    """With sketchstudio.faces installed: a tilted CUFS photo is aligned, translated, pasted back."""
+    faces, why = gui_workers.load_faces()
+    if faces is None:
+        pytest.skip(why)
+    settings.force_cpu = True
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.show()
+    load_model(qtbot, w, tiny_model)
+    src = load_image(sorted((cufs / "test" / "photos").iterdir())[0])
+    path = tmp_path / "tilted.png"
+    save_image(_tilted(src), path)
+    tv = w.translate_view
+    tv.align_check.setChecked(True)
+    r = translate_file(qtbot, w, path)
+    assert r.aligned and r.crop.shape == (250, 200, 3) and r.output.shape == (250, 200, 3)
+    assert np.allclose(r.crop_eyes, ((75, 125), (125, 125)), atol=1.0)
+    (lx, ly), (rx, ry) = r.eyes
+    assert math.degrees(math.atan2(ry - ly, rx - lx)) == pytest.approx(-9.0, abs=4.0)
+    assert r.pasted.shape == (400, 360, 3)
+    assert tv.crop_pane.canvas.markers_draggable and len(tv.input_pane.canvas.markers) == 2
+    tv.paste_check.setChecked(True)
+    out = tv.save_to(tmp_path / "pasted.png")
+    assert load_image(out).shape == (400, 360, 3)
