@@ -151,10 +151,11 @@ class Trainer:
             fh.write(cfg.dump_yaml())
         self._truncate_loss_log()
 
-    def _align_transform(self):  # pragma: no cover - provided by the alignment feature
-        from sketchstudio.faces import align_for_training
+    def _align_transform(self):
+        """Face alignment with crops cached on disk (next to the data, else in the run folder)."""
+        from sketchstudio.faces import CachedAligner, choose_cache_dir
 
-        return align_for_training
+        return CachedAligner(choose_cache_dir(self.cfg.data_dir, self.out_dir))
 
     def _load_state(self, path: Path, with_optim: bool) -> bool:
         """Load weights (and optimizer/RNG state); returns whether teacher scales were restored."""

