@@ -62,6 +62,17 @@ def pick_model(tmp: Path) -> Path | None:
     return path
 
 
+def tilt(img, angle: float = 9.0, scale: float = 1.2):
+    """Rotate and scale an aligned crop onto a larger canvas: a stand-in for a casual snapshot."""
+    import cv2
+
+    h, w = img.shape[:2]
+    out_w, out_h = 360, 400
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m[:, 2] += ((out_w - w) / 2, (out_h - h) / 2)
+    return cv2.warpAffine(img, m, (out_w, out_h), borderMode=cv2.BORDER_REPLICATE)
+
+
 def shoot(widget, name: str) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / name
@@ -87,6 +98,7 @@ def main() -> int:
     from sketchstudio.gui import main_window as gui_main
     from sketchstudio.gui.main_window import MainWindow
     from sketchstudio.gui.settings import Settings
+    from sketchstudio.imaging import load_image, save_image
     from sketchstudio.resources import icon_path
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -131,6 +143,17 @@ def main() -> int:
     shoot(w, "translate-photo2sketch.png")
     translate(sketch, "sketch→photo")
     shoot(w, "translate-sketch2photo.png")
+
+    # an unaligned snapshot (a CUFS photo tilted and scaled onto a larger canvas, in a temp
+    # folder): detection, the aligned crop with its draggable eye markers, pasted back
+    tilted = tmp / "snapshot.png"
+    save_image(tilt(load_image(CUFS_TEST / "photos" / photo.name)), tilted)
+    tv.align_check.setChecked(True)
+    tv.paste_check.setChecked(True)
+    translate(tilted, "aligned photo→sketch")
+    shoot(w, "translate-aligned-pasted.png")
+    tv.align_check.setChecked(False)
+    tv.paste_check.setChecked(False)
 
     # 3. feature maps of the photo
     translate(photo, "photo again")
