@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import SketchStudioError
+from .errors import ConfigError, NoFaceFoundError, SketchStudioError
 from .fsutil import ensure_writable_dir
 from .imaging import is_image_path, load_image, looks_like_sketch, save_image
 
@@ -42,38 +42,84 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint (.safetensors or run folder); default: the shipped model")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--format", choices=("png", "jpg"), default="png", help="output image type")
+    p.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
+                   help="find the face and align it by the eye centres to the 200×250 CUFS crop the "
+                        "models expect (default); --no-align for crops that are already aligned. "
+                        "Images without a detectable face are listed as skipped")
+    p.add_argument("--paste-back", action="store_true",
+                   help="write the result pasted into the whole original image instead of the crop")
+    p.add_argument("--eyes", metavar="X1,Y1,X2,Y2",
+                   help="eye centres in pixels (one input image only): skips face detection")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
+def parse_eyes(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """'X1,Y1,X2,Y2' -> ((x1, y1), (x2, y2)); range checks happen in faces.align."""
+    try:
+        v = [float(t) for t in text.replace(";", ",").split(",")]
+    except ValueError:
+        v = []
+    if len(v) != 4:
+        raise ConfigError(f"--eyes needs four numbers X1,Y1,X2,Y2 (pixels), got '{text}'.")
+    return (v[0], v[1]), (v[2], v[3])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.paste_back and not args.align:
+        p.error("--paste-back needs face alignment; drop --no-align")
+    if args.eyes and not args.align:
+        p.error("--eyes needs face alignment; drop --no-align")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     from tqdm import tqdm
 
     from .engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
+    from .faces import align, paste_back
 
     try:
+        eyes = parse_eyes(args.eyes) if args.eyes else None
         files, problems = expand_inputs(args.inputs)
+        if eyes is not None and len(files) != 1:
+            raise ConfigError(f"--eyes applies to one image, but {len(files)} were given.")
         out_dir = ensure_writable_dir(args.out)
         translator = Translator(args.model, device=args.device)
     except SketchStudioError as exc:
         print(f"sketchstudio-translate: error: {exc}", file=sys.stderr)
         return 2
-    written = 0
+    written = no_face = 0
+    notes: list[str] = []
     for f in tqdm(files, unit="img", disable=len(files) < 2):
         try:
             img = load_image(f)
             direction = args.direction
             if direction == "auto":
                 direction = SKETCH2PHOTO if looks_like_sketch(img) else PHOTO2SKETCH
-            result = translator.translate(img, direction)
-            save_image(result.output, out_dir / f"{f.stem}.{args.format}")
+            aligned = None
+            if args.align:
+                aligned = align(img, eyes=eyes, kind="sketch" if direction == SKETCH2PHOTO else "photo")
+                if aligned.n_faces > 1:
+                    notes.append(f"{f}: {aligned.n_faces} faces found; translated the largest")
+            result = translator.translate(aligned.crop if aligned else img, direction)
+            out = result.output
+            if aligned is not None and args.paste_back:
+                out = paste_back(img, out, aligned.matrix)
+            save_image(out, out_dir / f"{f.stem}.{args.format}")
             written += 1
+        except NoFaceFoundError as exc:
+            no_face += 1
+            problems.append(f"{f}: {exc}")
         except SketchStudioError as exc:
             problems.append(f"{f}: {exc}")
     for msg in problems:
         print(f"skipped: {msg}", file=sys.stderr)
+    for msg in notes:
+        print(f"note: {msg}", file=sys.stderr)
+    if no_face:
+        print(f"note: no face found in {no_face} image(s); give the eye centres of one image with "
+              "--eyes X1,Y1,X2,Y2, or use --no-align for crops that are already aligned.",
+              file=sys.stderr)
     if translator.fallback_note:
         print(f"note: {translator.fallback_note}", file=sys.stderr)
     print(f"{written} image(s) written to {out_dir}" + (f", {len(problems)} skipped" if problems else ""))
