@@ -60,10 +60,8 @@ def paste_back(original: np.ndarray, crop_result: np.ndarray, matrix: np.ndarray
     warped = cv2.warpAffine(np.ascontiguousarray(crop), mr, size, flags=flags,
                             borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(feather_mask(cw, ch, feather), mr, size, flags=flags,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)[:, :, None]
-    roi = out[y0:y1, x0:x1].astype(np.float32)
-    blended = roi + alpha * (warped.astype(np.float32) - roi)
-    out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    out[y0:y1, x0:x1] = cv2.blendLinear(warped, out[y0:y1, x0:x1], alpha, 1.0 - alpha)
     return out
 
 
