@@ -253,7 +253,7 @@ def no_face_message(kind: str, why_no_dlib: str = "") -> str:
         msg += f" (automatic detection needs dlib: {why_no_dlib}"
         why_no_haar = haar.available()
         msg += f"; the OpenCV fallback is unavailable too: {why_no_haar})" if why_no_haar else ")"
-    return msg + (". Give the two eye positions (click the eye centres, left then right), or turn "
+    return msg + (". Give the two eye positions (click the centres of both eyes), or turn "
                   "alignment off for a face crop that is already aligned.")
 
 
