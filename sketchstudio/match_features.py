@@ -21,14 +21,13 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
+from .faces.geometry import TEMPLATE_SIZE
 from .imaging import check_rgb, resize, to_gray
 from .metrics.recognition import NLDAProjection
 from .resources import RESOURCES
 
 log = logging.getLogger(__name__)
 
-#: The aligned template every feature space expects (width, height); same as faces.TEMPLATE_SIZE.
-TEMPLATE_SIZE = (200, 250)
 METHODS = ("nlda", "embed")
 DEFAULT_METHOD = "nlda"
 DEFAULT_NLDA_PATH = RESOURCES / "matching" / "nlda_cufs.npz"
@@ -44,7 +43,8 @@ class FeatureSpace(Protocol):
 
 
 def as_template(crop: np.ndarray) -> np.ndarray:
-    """Validate an aligned crop and bring it to the template size (a no-op for CUFS crops)."""
+    """Validate an aligned crop and bring it to the template size (``faces.TEMPLATE_SIZE``,
+    200×250; a no-op for CUFS crops)."""
     crop = check_rgb(crop)
     w, h = TEMPLATE_SIZE
     if crop.shape[:2] != (h, w):

@@ -29,6 +29,7 @@ from sketchstudio.resources import default_model_path
 
 from .context import AppContext
 from .feature_view import FeatureView
+from .match_view import MatchView
 from .message_bar import MessageBar
 from .settings import Settings
 from .train_panel import TrainPanel
@@ -44,6 +45,7 @@ VIEWS: list[tuple[str, ViewFactory]] = [
     ("Translate", TranslateView),
     ("Feature maps", FeatureView),
     ("Train", TrainPanel),
+    ("Match", MatchView),
 ]
 
 MODEL_FILTER = "SketchStudio models (*.safetensors);;All files (*)"
