@@ -6,6 +6,11 @@ reverse, a photo query against a sketch gallery, goes through G (photo→sketch)
 one query instead of the whole gallery keeps indexing cheap (no network per gallery face), so a
 gallery of thousands indexes in seconds to minutes and is cached on disk (see match_index).
 
+By default (``compare="both"``) a gallery face's score is the mean of two cosines: with the
+translated query and with the query as drawn. NLDA is fitted on photo/sketch pairs, so the raw
+comparison is already strong; averaging it in keeps the ranking stable while the translation
+model is still training or fails on an unusual drawing (docs/matching_eval.md has the numbers).
+
 Front ends (CLI, GUI worker) drive :class:`Matcher`; nothing here imports Qt.
 """
 
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +39,8 @@ from .metrics.recognition import cosine_scores
 log = logging.getLogger(__name__)
 
 QUERY_KINDS = ("sketch", "photo")
+#: what the gallery is compared with: the translated query, the raw query, or both (mean score)
+COMPARE_MODES = ("both", "translated", "raw")
 #: query kind -> (gallery kind, translation direction that turns the query into a gallery kind)
 _PLAN = {"sketch": ("photo", "sketch2photo"), "photo": ("sketch", "photo2sketch")}
 #: bump when face preparation changes in a way that changes features
@@ -47,7 +54,7 @@ class MatchConfig:
     method: str = DEFAULT_METHOD  # "nlda" | "embed"
     query_kind: str = "sketch"  # "sketch" (gallery of photos) | "photo" (gallery of sketches)
     aligned: bool = False  # inputs are already 200×250 template crops: skip face detection
-    translate: bool = True  # False compares the raw query with the gallery (cross-modal)
+    compare: str = "both"  # "both" | "translated" | "raw" (see the module docstring)
     model: str | None = None  # translation checkpoint; None = the shipped default
     features_path: str | None = None  # NLDA projection .npz (nlda) / dlib model folder (embed)
     cache_dir: str | None = None  # gallery index cache; None = the user cache folder
@@ -60,6 +67,9 @@ class MatchConfig:
                               f"{' or '.join(METHODS)}.")
         if self.query_kind not in QUERY_KINDS:
             raise ConfigError(f"Unknown query kind '{self.query_kind}'; use sketch or photo.")
+        if self.compare not in COMPARE_MODES:
+            raise ConfigError(f"Unknown compare mode '{self.compare}'; use "
+                              f"{', '.join(COMPARE_MODES)}.")
         if self.top_k < 1:
             raise ConfigError(f"--top must be at least 1 (got {self.top_k}).")
 
@@ -71,6 +81,10 @@ class MatchConfig:
     def direction(self) -> str:
         return _PLAN[self.query_kind][1]
 
+    @property
+    def translates(self) -> bool:
+        return self.compare != "raw"
+
 
 @dataclass
 class Match:
@@ -80,13 +94,22 @@ class Match:
 
 @dataclass
 class QueryFace:
-    """A prepared query: its aligned crop, the translated crop, and the feature vector."""
+    """A prepared query: its aligned crop, its translation and their feature vectors."""
 
     source: str
     crop: np.ndarray  # aligned query (template size)
-    compared: np.ndarray  # what was compared: the translation of crop, or crop itself
-    feature: np.ndarray
+    translated: np.ndarray | None  # the crop translated into the gallery's kind (None: raw only)
+    features: list[np.ndarray]  # compared with the gallery; the score is the mean cosine
     align_method: str = "given"
+
+    @property
+    def compared(self) -> np.ndarray:
+        """The image shown as "what was compared": the translation if there is one."""
+        return self.translated if self.translated is not None else self.crop
+
+    @property
+    def feature(self) -> np.ndarray:
+        return self.features[0]
 
 
 @dataclass
@@ -156,16 +179,24 @@ class Matcher:
         source = "<image>" if isinstance(query, np.ndarray) else str(query)
         img = query if isinstance(query, np.ndarray) else load_image(query)
         crop, method = prepare_face(img, c.query_kind, c.aligned)
-        compared = self.translator.translate(crop, c.direction).output if c.translate else crop
-        return QueryFace(source=source, crop=crop, compared=compared,
-                         feature=self.features.extract(compared), align_method=method)
+        translated = self.translator.translate(crop, c.direction).output if c.translates else None
+        feats = [] if translated is None else [self.features.extract(translated)]
+        if c.compare != "translated":
+            feats.append(self.features.extract(crop))
+        return QueryFace(source=source, crop=crop, translated=translated, features=feats,
+                         align_method=method)
+
+    @staticmethod
+    def scores(query: QueryFace, gallery: np.ndarray) -> np.ndarray:
+        """(G,) mean cosine similarity of the query's feature vectors with each gallery row."""
+        return np.mean([cosine_scores(f, gallery)[0] for f in query.features], axis=0)
 
     def rank(self, query: QueryFace, index: GalleryIndex, top_k: int | None = None) -> list[Match]:
         """Gallery faces best first; ``top_k=None`` uses the config, 0 returns all."""
         paths = index.paths()
         if not paths:
             return []
-        scores = cosine_scores(query.feature, index.features)[0]
+        scores = self.scores(query, index.features)
         k = self.config.top_k if top_k is None else top_k
         order = np.argsort(-scores, kind="stable")
         if k:
@@ -178,10 +209,5 @@ class Matcher:
         return QueryResult(query=q, matches=self.rank(q, index, top_k))
 
 
-def describe(config: MatchConfig) -> dict:
-    """The config as plain JSON-able data (for reports and logs)."""
-    return asdict(config)
-
-
 __all__ = ["MatchConfig", "Matcher", "Match", "QueryFace", "QueryResult", "Problem",
-           "prepare_face", "QUERY_KINDS"]
+           "prepare_face", "QUERY_KINDS", "COMPARE_MODES"]

@@ -34,8 +34,9 @@ def parser() -> argparse.ArgumentParser:
                    help="sketch: gallery of photos, query translated by F; photo: the reverse, via G")
     p.add_argument("--aligned", action="store_true",
                    help="images are already aligned 200×250 crops (CUFS): skip face detection")
-    p.add_argument("--no-translate", action="store_true",
-                   help="compare the raw query with the gallery (no synthesis)")
+    p.add_argument("--compare", choices=("both", "translated", "raw"), default="both",
+                   help="compare the gallery with the translated query, the query as it is, or "
+                        "both (mean score; default)")
     p.add_argument("--features", metavar="PATH",
                    help="NLDA projection .npz (nlda) or dlib model folder (embed)")
     p.add_argument("--cache-dir", help="where gallery indexes are kept (default: user cache)")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = MatchConfig(method=args.method, query_kind=args.query_kind, aligned=args.aligned,
-                          translate=not args.no_translate, model=args.model,
+                          compare=args.compare, model=args.model,
                           features_path=args.features, cache_dir=args.cache_dir,
                           device=args.device, top_k=args.top)
         matcher = Matcher(cfg)

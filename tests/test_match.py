@@ -140,6 +140,30 @@ def test_identical_face_ranks_first_and_translation_direction(tmp_path, gallery)
     assert tr.directions[-1] == "photo2sketch"
 
 
+class InvertTranslator(EchoTranslator):
+    def translate(self, img, direction):
+        self.directions.append(direction)
+        return type("T", (), {"output": 255 - img})()
+
+
+def test_compare_modes_and_default_is_mean(tmp_path, gallery):
+    scores = {}
+    for mode in ("both", "translated", "raw"):
+        tr = InvertTranslator()
+        m = matcher(tmp_path, translator=tr, compare=mode)
+        idx, _ = m.index(gallery)
+        res = m.match(face(2), idx, top_k=0)
+        scores[mode] = {h.path.name: h.score for h in res.matches}
+        assert len(res.query.features) == (2 if mode == "both" else 1)
+        assert tr.directions == ([] if mode == "raw" else ["sketch2photo"])
+    assert max(scores["raw"], key=scores["raw"].get) == "p2.png"
+    for name, both in scores["both"].items():
+        assert both == pytest.approx((scores["raw"][name] + scores["translated"][name]) / 2,
+                                     abs=1e-5)
+    with pytest.raises(ConfigError):
+        MatchConfig(compare="sideways")
+
+
 def test_real_tiny_model_query(tmp_path, gallery, tiny_model):
     m = Matcher(MatchConfig(aligned=True, cache_dir=str(tmp_path / "c"), model=str(tiny_model),
                             device="cpu", top_k=3))
@@ -268,13 +292,13 @@ def test_cli_ranks_writes_json_and_lists_problems(tmp_path, gallery, tiny_model,
     assert scores == sorted(scores, reverse=True) and hits[str(missing)] == []
 
 
-def test_cli_no_translate_finds_identical(tmp_path, gallery, capsys):
+def test_cli_raw_compare_finds_identical(tmp_path, gallery, capsys):
     from sketchstudio.match_cli import main
 
     q = tmp_path / "q.png"
     save_image(face(4), q)
     out = tmp_path / "o.json"
-    assert main(["--gallery", str(gallery), str(q), "--aligned", "--no-translate", "--top", "1",
+    assert main(["--gallery", str(gallery), str(q), "--aligned", "--compare", "raw", "--top", "1",
                  "--json", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
     assert json.loads(out.read_text())[str(q)][0]["path"] == str(gallery / "p4.png")
 
@@ -283,7 +307,7 @@ def test_cli_no_translate_finds_identical(tmp_path, gallery, capsys):
 @pytest.mark.shared
 def test_cufs_raw_sketch_to_photo_nlda(cufs, tmp_path):
     """The shipped projection on CUHK test (not seen in fitting): raw cross-modal rank-1."""
-    m = Matcher(MatchConfig(aligned=True, translate=False, cache_dir=str(tmp_path)))
+    m = Matcher(MatchConfig(aligned=True, compare="raw", cache_dir=str(tmp_path)))
     idx, _ = m.index(cufs / "test" / "photos")
     sketches = sorted((cufs / "test" / "sketches").glob("*.jpg"))
     q = np.stack([m.prepare_query(p).feature for p in sketches])

@@ -75,7 +75,7 @@ def test_drop_gallery_and_sketch_ranks_and_compares(qtbot, view, gallery, tmp_pa
 
 
 def test_identical_face_first_without_translation(qtbot, view, gallery):
-    view.translate_check.setChecked(False)
+    view.compare_combo.setCurrentIndex(view.compare_combo.findData("raw"))
     view._ensure_worker()
     with qtbot.waitSignal(view._worker.indexed, timeout=WAIT):
         view.set_gallery(gallery)

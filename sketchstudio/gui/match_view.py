@@ -43,6 +43,8 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff);;All files
 THUMB = QSize(96, 120)
 METHOD_LABELS = (("nlda", "NLDA (pixels)"), ("embed", "Deep embedding (dlib)"))
 KIND_LABELS = (("sketch", "Sketch → gallery of photos"), ("photo", "Photo → gallery of sketches"))
+COMPARE_LABELS = (("both", "Compare: translated + as drawn"), ("translated", "Compare: translated"),
+                  ("raw", "Compare: as drawn (no model)"))
 
 
 class MatchView(QWidget):
@@ -89,10 +91,12 @@ class MatchView(QWidget):
         self.aligned_check = QCheckBox("Already aligned")
         self.aligned_check.setToolTip("All images are 200×250 crops aligned by the eyes (CUFS): "
                                       "skip face detection")
-        self.translate_check = QCheckBox("Translate query")
-        self.translate_check.setChecked(True)
-        self.translate_check.setToolTip("Turn the sketch into a photo (or the photo into a sketch) "
-                                        "with the loaded model before comparing")
+        self.compare_combo = QComboBox()
+        for key, label in COMPARE_LABELS:
+            self.compare_combo.addItem(label, key)
+        self.compare_combo.setToolTip("Translated: the sketch is turned into a photo (or the photo "
+                                      "into a sketch) by the loaded model. The default averages "
+                                      "that score with the one of the query as drawn.")
         self.top_spin = QSpinBox()
         self.top_spin.setRange(1, 500)
         self.top_spin.setValue(20)
@@ -108,7 +112,7 @@ class MatchView(QWidget):
         for w in (self.query_button, self.gallery_button, self.gallery_label):
             bar.addWidget(w)
         bar.addStretch(1)
-        for w in (self.kind_combo, self.method_combo, self.aligned_check, self.translate_check,
+        for w in (self.kind_combo, self.method_combo, self.compare_combo, self.aligned_check,
                   self.top_spin):
             bar.addWidget(w)
         prog = QHBoxLayout()
@@ -150,10 +154,9 @@ class MatchView(QWidget):
         self.gallery_button.clicked.connect(self.gallery_dialog)
         self.cancel_button.clicked.connect(self.cancel_index)
         self.result_list.currentRowChanged.connect(self.show_hit)
-        for combo in (self.kind_combo, self.method_combo):
+        for combo in (self.kind_combo, self.method_combo, self.compare_combo):
             combo.currentIndexChanged.connect(self._options_changed)
-        for check in (self.aligned_check, self.translate_check):
-            check.toggled.connect(self._options_changed)
+        self.aligned_check.toggled.connect(self._options_changed)
         self.top_spin.editingFinished.connect(self.run_query)
         ctx.model_changed.connect(self._model_changed)
         app = QCoreApplication.instance()
@@ -188,7 +191,7 @@ class MatchView(QWidget):
         return MatchOptions(method=self.method_combo.currentData(),
                             query_kind=self.kind_combo.currentData(),
                             aligned=self.aligned_check.isChecked(),
-                            translate=self.translate_check.isChecked(),
+                            compare=self.compare_combo.currentData(),
                             top_k=self.top_spin.value())
 
     # --- inputs -------------------------------------------------------------------------------
@@ -266,8 +269,8 @@ class MatchView(QWidget):
         kind = self.kind_combo.currentData()
         self.compared_pane.set_title("Synthesised photo" if kind == "sketch"
                                      else "Synthesised sketch")
-        if not self.translate_check.isChecked():
-            self.compared_pane.set_title("Compared (not translated)")
+        if self.compare_combo.currentData() == "raw":
+            self.compared_pane.set_title("Compared (as drawn)")
         self.start_index()  # cheap when cached: only the settings' own index is read
         self.run_query()
 

@@ -30,7 +30,7 @@ class MatchOptions:
     method: str = "nlda"
     query_kind: str = "sketch"
     aligned: bool = False
-    translate: bool = True
+    compare: str = "both"  # "both" | "translated" | "raw" (see sketchstudio.match)
     top_k: int = 20
 
 
@@ -56,7 +56,7 @@ class MatchResults:
     job: int
     query: str
     crop: Any  # aligned query
-    compared: Any  # what was compared: the translated query (or the crop without translation)
+    compared: Any  # the translated query (or the crop itself with compare="raw")
     translated: bool
     hits: list[MatchHit] = field(default_factory=list)
     elapsed_ms: float = 0.0
@@ -92,10 +92,10 @@ class MatchWorker(QObject):
     def _get_matcher(self, opts: MatchOptions, translator: Any):
         from sketchstudio.match import MatchConfig, Matcher
 
-        key = (opts.method, opts.query_kind, opts.aligned, opts.translate, id(translator))
+        key = (opts.method, opts.query_kind, opts.aligned, opts.compare, id(translator))
         if self._matcher is None or key != self._matcher_key:
             cfg = MatchConfig(method=opts.method, query_kind=opts.query_kind, aligned=opts.aligned,
-                              translate=opts.translate, cache_dir=self.cache_dir,
+                              compare=opts.compare, cache_dir=self.cache_dir,
                               top_k=opts.top_k)
             self._matcher = Matcher(cfg, translator=translator)
             self._matcher_key = key
@@ -136,9 +136,9 @@ class MatchWorker(QObject):
             if self._index is None or self._index_key != (gallery, self._matcher_key):
                 raise SketchStudioError("The gallery is not indexed yet (or indexing was "
                                         "cancelled). Index it first.")
-            if opts.translate and translator is None:
+            if opts.compare != "raw" and translator is None:
                 raise SketchStudioError("No model is loaded to translate the query. Load a "
-                                        "model, or untick “Translate query”.")
+                                        "model, or compare the query as drawn (“Compare: raw”).")
             res = m.match(source, self._index)
             hits = [MatchHit(str(h.path), h.score, self._gallery_crop(m, h.path))
                     for h in res.matches]
@@ -147,7 +147,7 @@ class MatchWorker(QObject):
             return
         self.results_ready.emit(MatchResults(
             job=job, query=res.query.source, crop=res.query.crop, compared=res.query.compared,
-            translated=opts.translate, hits=hits,
+            translated=res.query.translated is not None, hits=hits,
             elapsed_ms=(time.perf_counter() - t0) * 1e3))
 
     @staticmethod

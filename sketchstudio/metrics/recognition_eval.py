@@ -4,9 +4,10 @@ The protocol of docs/matching_eval.md: every test sketch queries the gallery of 
 (and every test photo the gallery of all test sketches); the truth is the item with the same
 stem. Rank-1/5/10 rates are reported for each feature space and for
 
-- ``sketch → photo (raw)``: the sketch compared with the photos as it is;
-- ``F(sketch) → photo``: the sketch translated to a photo first (the matcher's default);
-- ``G(photo) → sketch``: the reverse search, photo translated to a sketch.
+- ``sketch → photo (raw)``: the sketch compared with the photos as it is (``compare="raw"``);
+- ``F(sketch) → photo``: the sketch translated to a photo first (``compare="translated"``);
+- ``mean of both``: the mean of those two scores (``compare="both"``, the matcher's default);
+- the same three for the reverse search (photo query, sketch gallery, G).
 
 Translations go through the same code as the matcher (:func:`sketchstudio.match.prepare_face` +
 ``Translator``) and are cached as PNGs keyed by checkpoint hash and crop hash, because each forward
@@ -77,17 +78,20 @@ def _features(fs: FeatureSpace, crops: list[np.ndarray | None]) -> list[np.ndarr
     return [None if c is None else fs.extract(c) for c in crops]
 
 
-def _rates(queries: list[np.ndarray | None], gallery: list[np.ndarray | None]
+def _rates(queries: list[list[np.ndarray | None]], gallery: list[np.ndarray | None]
            ) -> dict[int, float]:
-    """Rank-k over all queries; a query or truth that could not be aligned counts as a miss."""
+    """Rank-k over all queries (score = mean cosine over the query feature lists, as in
+    ``Matcher.scores``); a query or truth that could not be aligned counts as a miss."""
     g_ok = [i for i, f in enumerate(gallery) if f is not None]
     pos = {g: j for j, g in enumerate(g_ok)}
-    q_ok = [i for i, f in enumerate(queries) if f is not None and i in pos]
+    q_ok = [i for i in range(len(queries[0]))
+            if all(q[i] is not None for q in queries) and i in pos]
     if not q_ok:
         return dict.fromkeys(KS, 0.0)
-    scores = cosine_scores(np.stack([queries[i] for i in q_ok]), np.stack([gallery[i] for i in g_ok]))
+    g = np.stack([gallery[i] for i in g_ok])
+    scores = np.mean([cosine_scores(np.stack([q[i] for i in q_ok]), g) for q in queries], axis=0)
     r = rank_k_rates(scores, [pos[i] for i in q_ok], KS)
-    return {k: v * len(q_ok) / len(queries) for k, v in r.items()}
+    return {k: v * len(q_ok) / len(queries[0]) for k, v in r.items()}
 
 
 def evaluate(data: Path, translator, cache_root: Path, spaces: dict[str, FeatureSpace],
@@ -107,9 +111,14 @@ def evaluate(data: Path, translator, cache_root: Path, spaces: dict[str, Feature
         t0 = time.perf_counter()
         f = {k: _features(fs, v) for k, v in
              {"sk": sk, "ph": ph, "f_sk": f_sk, "g_ph": g_ph}.items()}
-        table[name] = {"sketch → photo (raw)": _rates(f["sk"], f["ph"]),
-                       "F(sketch) → photo": _rates(f["f_sk"], f["ph"]),
-                       "G(photo) → sketch": _rates(f["g_ph"], f["sk"])}
+        table[name] = {
+            "sketch → photo (raw)": _rates([f["sk"]], f["ph"]),
+            "F(sketch) → photo": _rates([f["f_sk"]], f["ph"]),
+            "mean of both → photo (default)": _rates([f["f_sk"], f["sk"]], f["ph"]),
+            "photo → sketch (raw)": _rates([f["ph"]], f["sk"]),
+            "G(photo) → sketch": _rates([f["g_ph"]], f["sk"]),
+            "mean of both → sketch (default)": _rates([f["g_ph"], f["ph"]], f["sk"]),
+        }
         log.info("%s: features in %.0f s", name, time.perf_counter() - t0)
     meta = translator.ckpt.meta
     return {"data": str(data), "n": len(stems), "aligned": aligned,
