@@ -61,7 +61,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
     p.add_argument("--preview-every", type=_positive_int, default=d.preview_every)
-    p.add_argument("--split", help="with a MANIFEST.tsv folder: which split to use (e.g. train)")
+    p.add_argument("--split", help="with a MANIFEST.tsv folder: which rows, e.g. train or train,subset=cuhk")
     p.add_argument("--no-flip", action="store_true", help="disable random horizontal flips")
     p.add_argument("--align", action="store_true", help="align faces by eye centres (for unaligned sets)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
@@ -143,7 +143,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint (.safetensors) or run folder")
     p.add_argument("--data", required=True, help="paired folder: photos/ + sketches/")
     p.add_argument("--out", help="write outputs (same stems) and metrics.json here")
-    p.add_argument("--split", help="with a MANIFEST.tsv folder: which split")
+    p.add_argument("--split", help="with a MANIFEST.tsv folder: which rows, e.g. test or test,subset=cuhk")
     p.add_argument("--device", default="auto")
     p.add_argument("-v", "--verbose", action="store_true")
     return p

@@ -3,7 +3,8 @@
 Accepted layouts (first match wins):
 1. ``root/photos/<stem>.<ext>`` + ``root/sketches/<stem>.<ext>`` (CUFS as in ../shared/data/cufs/train);
 2. ``root/MANIFEST.tsv`` with ``photo`` and ``sketch`` columns (paths relative to root) and an
-   optional ``split`` column, filtered by ``split=...``;
+   optional ``split`` column, filtered by ``split=...`` (``"train"``, or column filters such as
+   ``"train,subset=cuhk"`` for one source of CUFS, as the paper's CUHK-only ablation needs);
 3. a flat folder of ``<stem>.<ext>`` photos next to ``<stem>-sz1.<ext>`` / ``<stem>_sketch.<ext>`` /
    ``<stem>-sketch.<ext>`` sketches (CUFS' original naming).
 
@@ -74,6 +75,21 @@ def _pair_by_stem(root: Path, photos: dict[str, Path], sketches: dict[str, Path]
     return scan
 
 
+def parse_split(split: str | None) -> dict[str, str]:
+    """``"train,subset=cuhk"`` → ``{"split": "train", "subset": "cuhk"}``; a bare word filters ``split``."""
+    filters: dict[str, str] = {}
+    for part in (split or "").split(","):
+        if not part.strip():
+            continue
+        col, eq, value = part.partition("=")
+        col, value = (col.strip(), value.strip()) if eq else ("split", col.strip())
+        if not col or not value:
+            raise DataError(f"bad split filter '{part}': use a split name (train) or column=value "
+                            "pairs separated by commas (train,subset=cuhk)")
+        filters[col] = value
+    return filters
+
+
 def _scan_manifest(root: Path, split: str | None) -> PairScan:
     scan = PairScan(root=root, layout="manifest")
     with open(root / "MANIFEST.tsv", newline="") as fh:
@@ -81,8 +97,14 @@ def _scan_manifest(root: Path, split: str | None) -> PairScan:
     if rows and not {"photo", "sketch"} <= set(rows[0]):
         scan.problems.append("MANIFEST.tsv needs 'photo' and 'sketch' columns")
         return scan
+    filters = parse_split(split)
+    unknown = sorted(set(filters) - set(rows[0] if rows else ()))
+    if unknown:
+        scan.problems.append(f"MANIFEST.tsv has no column {', '.join(map(repr, unknown))} to filter "
+                             f"on (columns: {', '.join(rows[0]) if rows else 'none'})")
+        return scan
     for i, row in enumerate(rows, start=2):
-        if split and row.get("split") != split:
+        if any(row.get(col) != value for col, value in filters.items()):
             continue
         photo, sketch = root / row["photo"], root / row["sketch"]
         missing = [str(p) for p in (photo, sketch) if not p.is_file()]

@@ -1,0 +1,80 @@
+"""The loss ablation driver: three variants with only the loss weights differing, table, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import trainer.loop
+from sketchstudio.checkpoint import read_checkpoint
+from sketchstudio.errors import SketchStudioError
+from trainer.ablation import AblationConfig, main, markdown, run_ablation
+from trainer.events import StepEvent, TrainControl
+
+
+def _cfg(tiny_pairs, tmp_path, teacher, **kw) -> AblationConfig:
+    base = dict(data_dir=str(tiny_pairs), test_dir=str(tiny_pairs), out_dir=str(tmp_path / "abl"),
+                image_size=32, ngf=4, n_blocks=1, epochs=1, teacher_path=str(teacher), device="cpu")
+    return AblationConfig(**(base | kw))
+
+
+def test_three_variants_differ_only_in_loss_and_are_scored(tiny_pairs, tmp_path, random_teacher,
+                                                           monkeypatch):
+    cfg = _cfg(tiny_pairs, tmp_path, random_teacher)
+    table = run_ablation(cfg)
+    rows = table["variants"]
+    assert list(rows) == ["rec", "rec+tea", "full"]
+    for name, weights in [("rec", [0, 0, 1]), ("rec+tea", [1, 0, 1]), ("full", [1, 1, 1])]:
+        r = rows[name]
+        assert r["loss_weights"] == weights and r["steps"] == 3 and r["n_test"] == 3
+        assert 0 < r["photo_fsim"] <= 1 and 0 < r["sketch_fsim"] <= 1
+        meta = read_checkpoint(tmp_path / "abl" / name / "checkpoint.safetensors").meta
+        tc = meta.train_config
+        assert list(tc["loss_weights"]) == weights
+        assert (tc["ngf"], tc["n_blocks"], tc["image_size"], tc["seed"]) == (4, 1, 32, 0)
+    # same seed, different loss → different models, so different scores
+    assert rows["rec"]["photo_fsim"] != rows["full"]["photo_fsim"]
+    saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert saved["variants"] == rows
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert md.count("\n| ") == 5  # header, rule, 3 rows and "reconstruction only" in md and "full KT" in md
+    delta = rows["full"]["photo_fsim"] - rows["rec"]["photo_fsim"]
+    assert f"{delta:+.4f}" in md
+
+    # a second run reuses the scored variants: no training at all
+    def boom(*a, **k):
+        raise AssertionError("retrained a finished variant")
+
+    monkeypatch.setattr(trainer.loop.Trainer, "run", boom)
+    assert run_ablation(cfg)["variants"] == rows
+
+
+def test_cancel_stops_and_a_rerun_resumes(tiny_pairs, tmp_path, random_teacher):
+    cfg = _cfg(tiny_pairs, tmp_path, random_teacher, variants=["rec"], epochs=2)
+    ctl = TrainControl()
+
+    def on_event(name, e):
+        if isinstance(e, StepEvent) and e.step == 2:
+            ctl.cancel()
+
+    table = run_ablation(cfg, on_event=on_event, control=ctl)
+    assert table["variants"] == {}
+    assert not (tmp_path / "abl" / "ablation.md").exists()
+    assert read_checkpoint(tmp_path / "abl" / "rec" / "checkpoint.safetensors").meta.step == 2
+    steps = []
+    table = run_ablation(cfg, on_event=lambda n, e: isinstance(e, StepEvent) and steps.append(e.step))
+    assert table["variants"]["rec"]["steps"] == 6
+    assert steps == [3, 4, 5, 6]  # resumed after step 2, not restarted
+
+
+def test_bad_variant_and_cli(tiny_pairs, tmp_path, random_teacher, capsys):
+    with pytest.raises(SketchStudioError, match="unknown ablation variant"):
+        run_ablation(_cfg(tiny_pairs, tmp_path, random_teacher, variants=["gan"]))
+    rc = main(["--data", str(tiny_pairs), "--test", str(tiny_pairs), "--out", str(tmp_path / "c"),
+               "--size", "32", "--ngf", "4", "--blocks", "1", "--epochs", "1", "--variants", "rec",
+               "--teacher", str(random_teacher), "--device", "cpu"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "reconstruction only" in out and "| 3 |" in out
+    assert markdown(json.loads((tmp_path / "c" / "ablation.json").read_text())) in out
