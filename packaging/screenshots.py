@@ -30,6 +30,7 @@ OUT = ROOT / "docs" / "screenshots"
 SIZE = (1440, 900)
 
 log = logging.getLogger("screenshots")
+SECTIONS = ("empty", "translate", "features", "train", "match", "about")
 
 
 def wait_until(app, cond, timeout: float = 300.0, what: str = "") -> None:
@@ -85,7 +86,13 @@ def shoot(widget, name: str) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-steps", type=int, default=60, help="steps before the Train screenshot")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="take only these screenshots")
     args = ap.parse_args()
+
+    def want(section: str) -> bool:
+        return section in args.only
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not CUFS_TEST.is_dir():
         log.error("CUFS test images not found at %s", CUFS_TEST)
@@ -107,16 +114,17 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sketchstudio-shots-"))
 
     # 1. empty state: what a fresh machine shows before a model is installed
-    real_default = gui_context.default_model_path
-    gui_context.default_model_path = gui_main.default_model_path = lambda: None
-    w = MainWindow(Settings.at(tmp / "empty.ini"))
-    w.resize(*SIZE)
-    w.show()
-    w.start()
-    wait_until(app, lambda: w.ctx.model is None and not w.ctx.loading, what="empty state")
-    shoot(w, "translate-empty.png")
-    w.close()
-    gui_context.default_model_path = gui_main.default_model_path = real_default
+    if want("empty"):
+        real_default = gui_context.default_model_path
+        gui_context.default_model_path = gui_main.default_model_path = lambda: None
+        w = MainWindow(Settings.at(tmp / "empty.ini"))
+        w.resize(*SIZE)
+        w.show()
+        w.start()
+        wait_until(app, lambda: w.ctx.model is None and not w.ctx.loading, what="empty state")
+        shoot(w, "translate-empty.png")
+        w.close()
+        gui_context.default_model_path = gui_main.default_model_path = real_default
 
     # 2. translate views with a real model
     settings = Settings.at(tmp / "app.ini")
@@ -136,79 +144,96 @@ def main() -> int:
         sketch = sorted((CUFS_TEST / "sketches").iterdir())[0]
     def translate(path: Path, what: str) -> None:
         tv.load_path(path)
-        want = tv._pending
-        wait_until(app, lambda: tv.result is not None and tv.result.seq == want, what=what)
+        seq = tv._pending
+        wait_until(app, lambda: tv.result is not None and tv.result.seq == seq, what=what)
 
-    translate(photo, "photo→sketch")
-    shoot(w, "translate-photo2sketch.png")
-    translate(sketch, "sketch→photo")
-    shoot(w, "translate-sketch2photo.png")
+    if want("translate"):
+        translate(photo, "photo→sketch")
+        shoot(w, "translate-photo2sketch.png")
+        translate(sketch, "sketch→photo")
+        shoot(w, "translate-sketch2photo.png")
 
-    # an unaligned snapshot (a CUFS photo tilted and scaled onto a larger canvas, in a temp
-    # folder): detection, the aligned crop with its draggable eye markers, pasted back
-    tilted = tmp / "snapshot.png"
-    save_image(tilt(load_image(CUFS_TEST / "photos" / photo.name)), tilted)
-    tv.align_check.setChecked(True)
-    tv.paste_check.setChecked(True)
-    translate(tilted, "aligned photo→sketch")
-    shoot(w, "translate-aligned-pasted.png")
-    tv.align_check.setChecked(False)
-    tv.paste_check.setChecked(False)
+        # an unaligned snapshot (a CUFS photo tilted and scaled onto a larger canvas, in a temp
+        # folder): detection, the aligned crop with its draggable eye markers, pasted back
+        tilted = tmp / "snapshot.png"
+        save_image(tilt(load_image(CUFS_TEST / "photos" / photo.name)), tilted)
+        tv.align_check.setChecked(True)
+        tv.paste_check.setChecked(True)
+        translate(tilted, "aligned photo→sketch")
+        shoot(w, "translate-aligned-pasted.png")
+        tv.align_check.setChecked(False)
+        tv.paste_check.setChecked(False)
 
     # 3. feature maps of the photo
-    translate(photo, "photo again")
-    fv = w.feature_view
-    fv.set_layer("DC1")
-    shown: list = []
-    fv.maps_shown.connect(shown.append)
-    w.show_view("Feature maps")
-    wait_until(app, lambda: shown and shown[-1].layer == "DC1", what="DC1 maps")
-    shoot(w, "features-dc1.png")
-    fv.set_layer("Block")
-    wait_until(app, lambda: shown[-1].layer == "Block", what="Block maps")
-    shoot(w, "features-block.png")
+    if want("features"):
+        translate(photo, "photo again")
+        fv = w.feature_view
+        fv.set_layer("DC1")
+        shown: list = []
+        fv.maps_shown.connect(shown.append)
+        w.show_view("Feature maps")
+        wait_until(app, lambda: shown and shown[-1].layer == "DC1", what="DC1 maps")
+        shoot(w, "features-dc1.png")
+        fv.set_layer("Block")
+        wait_until(app, lambda: shown[-1].layer == "Block", what="Block maps")
+        shoot(w, "features-block.png")
 
     # 4. training: a small, fast configuration on links to a few CUFS pairs, paused mid-run
-    data = tmp / "pairs"
-    (data / "photos").mkdir(parents=True)
-    (data / "sketches").mkdir()
-    for p in sorted((CUFS_TRAIN / "photos").iterdir())[:8]:
-        s = CUFS_TRAIN / "sketches" / p.name
-        if s.is_file():
-            (data / "photos" / p.name).symlink_to(p)
-            (data / "sketches" / p.name).symlink_to(s)
-    tp = w.train_panel
-    w.show_view("Train")
-    tp.data_field.set_text(str(data))
-    tp.out_field.set_text(str(tmp / "run"), emit=False)
-    tp.epochs.setValue(50)
-    tp.image_size.setValue(64)
-    tp.ngf.setValue(8)
-    tp.n_blocks.setValue(2)
-    tp.precision.setCurrentText("fp32")
-    tp.preview_every.setValue(5)
-    tp.checkpoint_every.setValue(1000)
-    if TEACHER.is_file():
-        tp.teacher_field.set_text(str(TEACHER), emit=False)
-    wait_until(app, lambda: tp.scan is not None, what="folder scan")
-    if not tp.start():
-        log.error("training did not start: %s", w.message_bar.text.text())
-        return 1
-    wait_until(app, lambda: tp.step >= args.train_steps and tp.previews_seen > 0, timeout=900,
-               what="training steps")
-    tp.toggle_pause()
-    wait_until(app, lambda: tp.state == "paused", what="pause")
-    tp._redraw_plot(force=True)
-    w.message_bar.hide()
-    shoot(w, "train.png")
-    tp.cancel()
-    wait_until(app, lambda: not tp.is_training, what="cancel")
+    if want("train"):
+        data = tmp / "pairs"
+        (data / "photos").mkdir(parents=True)
+        (data / "sketches").mkdir()
+        for p in sorted((CUFS_TRAIN / "photos").iterdir())[:8]:
+            s = CUFS_TRAIN / "sketches" / p.name
+            if s.is_file():
+                (data / "photos" / p.name).symlink_to(p)
+                (data / "sketches" / p.name).symlink_to(s)
+        tp = w.train_panel
+        w.show_view("Train")
+        tp.data_field.set_text(str(data))
+        tp.out_field.set_text(str(tmp / "run"), emit=False)
+        tp.epochs.setValue(50)
+        tp.image_size.setValue(64)
+        tp.ngf.setValue(8)
+        tp.n_blocks.setValue(2)
+        tp.precision.setCurrentText("fp32")
+        tp.preview_every.setValue(5)
+        tp.checkpoint_every.setValue(1000)
+        if TEACHER.is_file():
+            tp.teacher_field.set_text(str(TEACHER), emit=False)
+        wait_until(app, lambda: tp.scan is not None, what="folder scan")
+        if not tp.start():
+            log.error("training did not start: %s", w.message_bar.text.text())
+            return 1
+        wait_until(app, lambda: tp.step >= args.train_steps and tp.previews_seen > 0, timeout=900,
+                   what="training steps")
+        tp.toggle_pause()
+        wait_until(app, lambda: tp.state == "paused", what="pause")
+        tp._redraw_plot(force=True)
+        w.message_bar.hide()
+        shoot(w, "train.png")
+        tp.cancel()
+        wait_until(app, lambda: not tp.is_training, what="cancel")
 
-    # 5. About box
-    w.show_about()
-    wait_until(app, lambda: w.about_box.isVisible(), what="about box")
-    shoot(w.about_box, "about.png")
-    w.about_box.close()
+    # 5. matching: a CUFS test sketch searched among the 100 CUFS test photos
+    if want("match"):
+        mv = w.views["Match"]
+        w.show_view("Match")
+        mv.aligned_check.setChecked(True)  # CUFS crops are aligned already
+        mv.set_gallery(CUFS_TEST / "photos")
+        wait_until(app, lambda: mv.summary is not None, what="gallery index")
+        query = sorted((CUFS_TEST / "sketches").iterdir())[2]
+        mv.set_query(query)
+        wait_until(app, lambda: mv.results is not None, what="match query")
+        w.message_bar.hide()
+        shoot(w, "match.png")
+
+    # 6. About box
+    if want("about"):
+        w.show_about()
+        wait_until(app, lambda: w.about_box.isVisible(), what="about box")
+        shoot(w.about_box, "about.png")
+        w.about_box.close()
     w.close()
     return 0
 

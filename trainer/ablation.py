@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -152,11 +153,19 @@ def main(argv: list[str] | None = None) -> int:
                          out_dir=a.out, epochs=a.epochs, image_size=a.size, ngf=a.ngf,
                          n_blocks=a.blocks, seed=a.seed, teacher_path=a.teacher, device=a.device,
                          variants=[v.strip() for v in a.variants.split(",") if v.strip()])
+    control = TrainControl()
+    # Ctrl+C / SIGTERM: the running variant stops after its step and writes a checkpoint, so
+    # running the same command again resumes it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: control.cancel())
     try:
-        table = run_ablation(cfg)
+        table = run_ablation(cfg, control=control)
     except SketchStudioError as exc:
         print(f"sketchstudio-ablation: error: {exc}", file=sys.stderr)
         return 2
+    if len(table["variants"]) < len(cfg.variants):
+        print("Ablation stopped; run the same command again to resume.", file=sys.stderr)
+        return 1
     print(markdown(table))
     return 0
 
