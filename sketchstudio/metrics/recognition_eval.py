@@ -134,7 +134,8 @@ def markdown(result: dict) -> str:
              "| --- | --- | --- | --- | --- |"]
     for name, rows in result["rates"].items():
         for cond, r in rows.items():
-            lines.append(f"| {name} | {cond} | " + " | ".join(f"{100 * r[k]:.0f} %" for k in KS)
+            # keys are ints in memory and strings once read back from --json
+            lines.append(f"| {name} | {cond} | " + " | ".join(f"{100 * r.get(k, r.get(str(k))):.0f} %" for k in KS)
                          + " |")
     return "\n".join(lines)
 
