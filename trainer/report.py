@@ -1,7 +1,7 @@
 """Model-card figures: loss curves from losses.jsonl and a grid of example translations.
 
 ``python -m trainer.report --run runs/kt-cufs --model M --data ../shared/data/cufs/test --out DIR``
-writes ``loss_curves.png`` and ``examples.png`` (needs matplotlib, in the ``dev`` extra).
+writes ``loss_curves.png`` and ``examples.jpg`` (needs matplotlib, in the ``dev`` extra).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.run:
         print(plot_losses(Path(a.run) / "losses.jsonl", out / "loss_curves.png"))
     if a.model and a.data:
-        print(example_grid(a.model, a.data, out / "examples.png"))
+        print(example_grid(a.model, a.data, out / "examples.jpg"))  # JPEG: ~0.35 MB vs 1.8 MB
     return 0
 
 
