@@ -190,17 +190,13 @@ def main() -> int:
                 (data / "sketches" / p.name).symlink_to(s)
         tp = w.train_panel
         w.show_view("Train")
-        tp.data_field.set_text(str(data))
-        tp.out_field.set_text(str(tmp / "run"), emit=False)
-        tp.epochs.setValue(50)
-        tp.image_size.setValue(64)
-        tp.ngf.setValue(8)
-        tp.n_blocks.setValue(2)
-        tp.precision.setCurrentText("fp32")
-        tp.preview_every.setValue(5)
-        tp.checkpoint_every.setValue(1000)
-        if TEACHER.is_file():
-            tp.teacher_field.set_text(str(TEACHER), emit=False)
+        from trainer.config import TrainConfig
+
+        tp.set_config(TrainConfig(data_dir=str(data), out_dir=str(tmp / "run"), epochs=50,
+                                  image_size=64, ngf=8, n_blocks=2, precision="fp32",
+                                  preview_every=5, checkpoint_every=1000,
+                                  teacher_path=str(TEACHER) if TEACHER.is_file() else None))
+        tp.data_field.set_text(str(data))  # emits: scan the folder as a user's choice would
         wait_until(app, lambda: tp.scan is not None, what="folder scan")
         if not tp.start():
             log.error("training did not start: %s", w.message_bar.text.text())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 from sketchstudio.errors import SketchStudioError
 from sketchstudio.fsutil import atomic_write, atomic_write_json, ensure_writable_dir
 
+from .cli import _positive_int, _setup_logging, _size, stop_on_signals
 from .config import TrainConfig
 from .events import TrainControl, TrainEvent
 
@@ -106,6 +106,10 @@ def run_ablation(cfg: AblationConfig, on_event: Callable[[str, TrainEvent], None
     return table
 
 
+def _delta(row: dict, base: dict | None, key: str) -> str:
+    return "—" if base is None or row is base else f"{row[key] - base[key]:+.4f}"
+
+
 def markdown(table: dict) -> str:
     """The ablation as a markdown table, with each variant's change against reconstruction only."""
     rows = table["variants"]
@@ -116,12 +120,10 @@ def markdown(table: dict) -> str:
              "| loss | weights (tea, stu, rec) | steps | photo FSIM (F) | Δ vs rec | sketch FSIM (G) | Δ vs rec |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
-        def delta(key: str, r: dict = r) -> str:
-            return "—" if base is None or r is base else f"{r[key] - base[key]:+.4f}"
-
         w = ", ".join(f"{x:g}" for x in r["loss_weights"])
         lines.append(f"| {LABELS[name]} | {w} | {r['steps']} | {r['photo_fsim']:.4f} | "
-                     f"{delta('photo_fsim')} | {r['sketch_fsim']:.4f} | {delta('sketch_fsim')} |")
+                     f"{_delta(r, base, 'photo_fsim')} | {r['sketch_fsim']:.4f} | "
+                     f"{_delta(r, base, 'sketch_fsim')} |")
     return "\n".join(lines)
 
 
@@ -132,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", required=True, help="test pairs to score FSIM on")
     p.add_argument("--test-split", help="MANIFEST filter for the test pairs")
     p.add_argument("--out", required=True, help="folder for one run per variant and the table")
-    p.add_argument("--epochs", type=int, default=AblationConfig.epochs)
-    p.add_argument("--size", type=int, default=AblationConfig.image_size)
-    p.add_argument("--ngf", type=int, default=AblationConfig.ngf)
+    p.add_argument("--epochs", type=_positive_int, default=AblationConfig.epochs)
+    p.add_argument("--size", type=_size, default=AblationConfig.image_size)
+    p.add_argument("--ngf", type=_positive_int, default=AblationConfig.ngf)
     p.add_argument("--blocks", type=int, default=AblationConfig.n_blocks)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="VGG-19 weights; else $SKETCHSTUDIO_TEACHER or torchvision's")
@@ -143,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging(a.verbose)
     if a.threads:
         import torch
 
@@ -153,13 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                          out_dir=a.out, epochs=a.epochs, image_size=a.size, ngf=a.ngf,
                          n_blocks=a.blocks, seed=a.seed, teacher_path=a.teacher, device=a.device,
                          variants=[v.strip() for v in a.variants.split(",") if v.strip()])
-    control = TrainControl()
-    # Ctrl+C / SIGTERM: the running variant stops after its step and writes a checkpoint, so
-    # running the same command again resumes it.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: control.cancel())
     try:
-        table = run_ablation(cfg, control=control)
+        # Ctrl+C / SIGTERM checkpoint the running variant; the same command resumes it
+        table = run_ablation(cfg, control=stop_on_signals(TrainControl()))
     except SketchStudioError as exc:
         print(f"sketchstudio-ablation: error: {exc}", file=sys.stderr)
         return 2

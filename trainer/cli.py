@@ -33,6 +33,13 @@ def _size(text: str) -> int:
     return v
 
 
+def stop_on_signals(control: TrainControl) -> TrainControl:
+    """Ctrl+C / SIGTERM cancel ``control``: the run stops after its step and writes a checkpoint."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: control.cancel())
+    return control
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -123,10 +130,7 @@ def train_main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         from .loop import Trainer
 
-        control = TrainControl()
-        # Ctrl+C / SIGTERM: stop after the current step and write a checkpoint.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: control.cancel())
+        control = stop_on_signals(TrainControl())
         result = Trainer(cfg, on_event=_Progress(), control=control, resume=args.resume,
                          init_from=args.init_from).run()
     except SketchStudioError as exc:

@@ -47,6 +47,14 @@ COMPARE_LABELS = (("both", "Compare: translated + as drawn"), ("translated", "Co
                   ("raw", "Compare: as drawn (no model)"))
 
 
+
+def _combo(items: tuple[tuple[str, str], ...]) -> QComboBox:
+    """A combo box showing each label and carrying its key as item data."""
+    box = QComboBox()
+    for key, label in items:
+        box.addItem(label, key)
+    return box
+
 class MatchView(QWidget):
     """Forensic search: rank a gallery folder against one query sketch (or photo)."""
 
@@ -79,21 +87,15 @@ class MatchView(QWidget):
                                        "or drop a folder here")
         self.gallery_label = QLabel("No gallery")
         self.gallery_label.setStyleSheet("color: palette(mid);")
-        self.kind_combo = QComboBox()
-        for key, label in KIND_LABELS:
-            self.kind_combo.addItem(label, key)
-        self.method_combo = QComboBox()
-        for key, label in METHOD_LABELS:
-            self.method_combo.addItem(label, key)
+        self.kind_combo = _combo(KIND_LABELS)
+        self.method_combo = _combo(METHOD_LABELS)
         self.method_combo.setToolTip("NLDA: null-space LDA on grey pixels, fitted on CUFS (the "
                                      "paper's protocol, the default). Deep embedding: dlib's face "
                                      "recognition network.")
         self.aligned_check = QCheckBox("Already aligned")
         self.aligned_check.setToolTip("All images are 200×250 crops aligned by the eyes (CUFS): "
                                       "skip face detection")
-        self.compare_combo = QComboBox()
-        for key, label in COMPARE_LABELS:
-            self.compare_combo.addItem(label, key)
+        self.compare_combo = _combo(COMPARE_LABELS)
         self.compare_combo.setToolTip("Translated: the sketch is turned into a photo (or the photo "
                                       "into a sketch) by the loaded model. The default averages "
                                       "that score with the one of the query as drawn.")
