@@ -54,14 +54,14 @@ def gallery(tmp_path):
 def test_drop_gallery_and_sketch_ranks_and_compares(qtbot, view, gallery, tmp_path):
     w = view._ensure_worker()
     assert w.thread() is view._thread and view._thread is not QThread.currentThread()
-    with qtbot.waitSignal(view._worker.indexed, timeout=WAIT) as b:
+    with qtbot.waitSignal(view.gallery_ready, timeout=WAIT) as b:
         drop(view, gallery)  # a folder becomes the gallery
     summary = b.args[0]
     assert summary.n_faces == 6 and len(summary.problems) == 1 and "broken.jpg" in summary.problems[0]
 
     q = tmp_path / "query.png"
     save_image(face_like(3, 200, 250, sketch=True), q)
-    with qtbot.waitSignal(view._worker.results_ready, timeout=WAIT):
+    with qtbot.waitSignal(view.results_shown, timeout=WAIT):
         drop(view, q)
     r = view.results
     assert view.result_list.count() == len(r.hits) == 6
@@ -77,9 +77,9 @@ def test_drop_gallery_and_sketch_ranks_and_compares(qtbot, view, gallery, tmp_pa
 def test_identical_face_first_without_translation(qtbot, view, gallery):
     view.compare_combo.setCurrentIndex(view.compare_combo.findData("raw"))
     view._ensure_worker()
-    with qtbot.waitSignal(view._worker.indexed, timeout=WAIT):
+    with qtbot.waitSignal(view.gallery_ready, timeout=WAIT):
         view.set_gallery(gallery)
-    with qtbot.waitSignal(view._worker.results_ready, timeout=WAIT):
+    with qtbot.waitSignal(view.results_shown, timeout=WAIT):
         view.set_query(gallery / "p4.png")
     assert view.results.hits[0].path.endswith("p4.png")
     assert view.results.hits[0].score == pytest.approx(1.0, abs=1e-3)
@@ -90,14 +90,14 @@ def test_cancel_indexing(qtbot, view, tmp_path):
     g.mkdir()
     for i in range(12):
         save_image(face_like(i, 200, 250), g / f"f{i:02d}.png")
-    w = view._ensure_worker()
-    with qtbot.waitSignal(w.index_cancelled, timeout=WAIT) as b:
+    view._ensure_worker()
+    with qtbot.waitSignal(view.index_stopped, timeout=WAIT) as b:
         view.set_gallery(g)
         view.cancel_index()  # before the worker reaches the first file
-    assert "cancelled" in b.args[1].lower()
+    assert "cancelled" in b.args[0].lower()
     assert not view.indexing and not view.cancel_button.isEnabled()
     # the next run indexes normally (and reuses whatever was finished)
-    with qtbot.waitSignal(w.indexed, timeout=WAIT) as b:
+    with qtbot.waitSignal(view.gallery_ready, timeout=WAIT) as b:
         view.start_index()
     assert b.args[0].n_faces == 12
 
@@ -106,7 +106,7 @@ def test_progress_is_reported(qtbot, view, gallery):
     seen: list[tuple[int, int]] = []
     w = view._ensure_worker()
     w.progress.connect(lambda job, d, t, name: seen.append((d, t)))
-    with qtbot.waitSignal(w.indexed, timeout=WAIT):
+    with qtbot.waitSignal(view.gallery_ready, timeout=WAIT):
         view.set_gallery(gallery)
     qtbot.waitUntil(lambda: len(seen) == 7, timeout=WAIT)
     assert seen[-1] == (7, 7)

@@ -58,6 +58,11 @@ def _combo(items: tuple[tuple[str, str], ...]) -> QComboBox:
 class MatchView(QWidget):
     """Forensic search: rank a gallery folder against one query sketch (or photo)."""
 
+    # public, emitted in the GUI thread once the view has taken the worker's answer in
+    gallery_ready = Signal(object)  # IndexSummary
+    index_stopped = Signal(str)  # why: cancelled or failed
+    results_shown = Signal(object)  # MatchResults
+
     # private: queued into the worker thread
     _index = Signal(int, str, object, object)
     _query = Signal(int, object, str, object, object)
@@ -306,12 +311,14 @@ class MatchView(QWidget):
             self.ctx.notify("warning", f"{len(s.problems)} gallery file(s) could not be used: "
                             "unreadable, or no face found.", "\n".join(s.problems))
         self.status.setText(text)
+        self.gallery_ready.emit(s)
 
     def _index_cancelled(self, job: int, message: str) -> None:
         if job != self._index_job:
             return
         self._index_finished()
         self.status.setText(message)
+        self.index_stopped.emit(message)
 
     def _index_failed(self, job: int, message: str, detail: str) -> None:
         if job != self._index_job:
@@ -319,6 +326,7 @@ class MatchView(QWidget):
         self._index_finished()
         self.status.setText("Indexing failed — see the message above.")
         self.ctx.notify("error", message, detail)
+        self.index_stopped.emit(message)
 
     def _results(self, r: MatchResults) -> None:
         if r.job != self._query_job:
@@ -339,6 +347,7 @@ class MatchView(QWidget):
         self.status.setText(f"{Path(r.query).name}: {len(r.hits)} best matches in "
                             f"{r.elapsed_ms:.0f} ms. Scores rank candidates; they are not proof "
                             "of identity.")
+        self.results_shown.emit(r)
 
     def _query_failed(self, job: int, message: str, detail: str) -> None:
         if job != self._query_job:
