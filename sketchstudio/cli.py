@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    help="write the result pasted into the whole original image instead of the crop")
     p.add_argument("--eyes", metavar="X1,Y1,X2,Y2",
                    help="eye centres in pixels (one input image only): skips face detection")
+    p.add_argument("--grey", action=argparse.BooleanOptionalAction, default=True,
+                   help="write sketches in pencil grey (default); --no-grey keeps the model's "
+                        "three output channels as they are")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 aligned = align(img, eyes=eyes, kind="sketch" if direction == SKETCH2PHOTO else "photo")
                 if aligned.n_faces > 1:
                     notes.append(f"{f}: {aligned.n_faces} faces found; translated the largest")
-            result = translator.translate(aligned.crop if aligned else img, direction)
+            result = translator.translate(aligned.crop if aligned else img, direction,
+                                          grey_sketch=args.grey)
             out = result.output
             if aligned is not None and args.paste_back:
                 out = paste_back(img, out, aligned.matrix)

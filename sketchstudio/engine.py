@@ -19,7 +19,7 @@ import torch
 from .checkpoint import DIRECTIONS, Checkpoint, build_student, read_checkpoint
 from .device import describe_device, is_device_failure, pick_device
 from .errors import CheckpointError, ConfigError
-from .imaging import check_rgb, to_image, to_tensor
+from .imaging import check_rgb, grey_rgb, to_image, to_tensor
 from .models import StudentNet, VGGTeacher, load_teacher
 from .resources import default_model_path
 
@@ -106,8 +106,13 @@ class Translator:
                 return fn()
 
     # --------------------------------------------------------------------------------------
-    def translate(self, img: np.ndarray, direction: str, return_taps: bool = False) -> Translation:
-        """Translate an RGB image; the output is resized back to the input's width × height."""
+    def translate(self, img: np.ndarray, direction: str, return_taps: bool = False,
+                  grey_sketch: bool = False) -> Translation:
+        """Translate an RGB image; the output is resized back to the input's width × height.
+
+        ``grey_sketch``: photo→sketch outputs become pencil grey (luma in all three channels);
+        off by default so evaluation sees the model's own output.
+        """
         if direction not in DIRECTIONS:
             raise ConfigError(f"Unknown direction '{direction}'; use {' or '.join(DIRECTIONS)}.")
         img = check_rgb(img)
@@ -116,8 +121,11 @@ class Translator:
 
         def fwd() -> Translation:
             out, taps = self.net(direction)(x.to(self.device), return_taps=True)
+            img_out = to_image(out, w, h)
+            if grey_sketch and direction == PHOTO2SKETCH:
+                img_out = grey_rgb(img_out)
             return Translation(
-                output=to_image(out, w, h), direction=direction, input_tensor=x,
+                output=img_out, direction=direction, input_tensor=x,
                 taps={k: v[0].float().cpu() for k, v in taps.items()} if return_taps else {})
 
         return self._run(fwd)

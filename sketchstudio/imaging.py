@@ -170,6 +170,15 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(check_rgb(img), cv2.COLOR_RGB2GRAY)
 
 
+def grey_rgb(img: np.ndarray) -> np.ndarray:
+    """RGB with every channel set to the luma (BT.601, as ``to_gray`` and FSIM use).
+
+    A pencil sketch has no colour: G's three output channels differ only by faint tints (most
+    visible early in training), which users read as artefacts. Luma keeps exactly what FSIM scores.
+    """
+    return np.repeat(to_gray(img)[:, :, None], 3, axis=2)
+
+
 def colourfulness(img: np.ndarray) -> float:
     """Mean HSV saturation in [0, 1]: ~0 for pencil sketches and grey scans, higher for photos."""
     small = resize(check_rgb(img), 64, 64)

@@ -96,14 +96,31 @@ def test_translate_files_and_folders(tiny_model, tiny_pairs, tmp_path, capsys):
     out = tmp_path / "out"
     code = translate_cli.main([str(tiny_pairs / "photos"), str(tmp_path / "missing.jpg"),
                                "-o", str(out), "--model", str(tiny_model), "--device", "cpu",
-                               "--no-align"] if "--no-align" in translate_cli.parser().format_help()
-                              else [str(tiny_pairs / "photos"), str(tmp_path / "missing.jpg"),
-                                    "-o", str(out), "--model", str(tiny_model), "--device", "cpu"])
+                               "--no-align"])
     assert code == 1  # some inputs skipped
     err = capsys.readouterr().err
     assert "broken.png" in err and "missing.jpg" in err
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
     assert load_image(out / "p0.png").shape == (48, 40, 3)
+
+
+def _channel_spread(img) -> int:
+    """The largest difference between a pixel's channels: 0 for a grey image."""
+    return int((img.max(axis=2).astype(int) - img.min(axis=2).astype(int)).max())
+
+
+def test_translate_writes_grey_sketches_unless_asked(tiny_model, tiny_pairs, tmp_path):
+    photo = tiny_pairs / "photos" / "p0.png"
+    common = ["--model", str(tiny_model), "--device", "cpu", "--no-align",
+              "--direction", "photo2sketch"]
+    assert translate_cli.main([str(photo), "-o", str(tmp_path / "grey"), *common]) == 0
+    assert translate_cli.main([str(photo), "-o", str(tmp_path / "raw"), *common, "--no-grey"]) == 0
+    grey, raw = load_image(tmp_path / "grey" / "p0.png"), load_image(tmp_path / "raw" / "p0.png")
+    assert _channel_spread(grey) == 0  # pencil grey: R = G = B
+    assert _channel_spread(raw) > 0  # the untrained model's channels differ
+    # grey is the luma of the raw output (rounding aside)
+    luma = raw.astype(float) @ [0.299, 0.587, 0.114]
+    assert abs(grey[:, :, 0].astype(float) - luma).max() <= 1.0
 
 
 def test_translate_without_model_explains(tmp_path, monkeypatch, capsys):

@@ -27,6 +27,7 @@ from sketchstudio.gui import context as gui_context  # noqa: E402
 from sketchstudio.gui import main_window as gui_main  # noqa: E402
 from sketchstudio.gui import workers as gui_workers  # noqa: E402
 from sketchstudio.gui.main_window import MainWindow  # noqa: E402
+from sketchstudio.gui.qtimage import from_qimage  # noqa: E402
 from sketchstudio.gui.settings import Settings  # noqa: E402
 from sketchstudio.gui.workers import PHOTO2SKETCH, SKETCH2PHOTO, BatchWorker  # noqa: E402
 from sketchstudio.imaging import load_image, save_image  # noqa: E402
@@ -202,6 +203,22 @@ def test_direction_is_automatic_and_switchable(qtbot, window, tiny_model, photo,
     # a new image goes back to automatic
     r4 = translate_file(qtbot, window, photo)
     assert r4.auto and r4.direction == PHOTO2SKETCH
+
+
+def test_grey_sketch_toggle_retranslates_and_persists(qtbot, window, tiny_model, photo) -> None:
+    load_model(qtbot, window, tiny_model)
+    tv = window.translate_view
+    assert tv.grey_check.isChecked()  # pencil grey by default
+    r = translate_file(qtbot, window, photo)
+    assert r.direction == PHOTO2SKETCH
+    assert np.ptp(r.output.astype(int), axis=2).max() == 0
+    with qtbot.waitSignal(window.ctx.translated, timeout=WAIT) as blocker:
+        tv.grey_check.setChecked(False)
+    raw = blocker.args[0].output
+    assert np.ptp(raw.astype(int), axis=2).max() > 0  # the model's own channels
+    assert not window.settings.grey_sketch
+    shown = from_qimage(tv.result_pane.canvas.image())
+    assert np.array_equal(shown, raw)
 
 
 def test_corrupt_image_shows_error_and_app_keeps_working(qtbot, window, tiny_model, photo,

@@ -117,6 +117,14 @@ class Settings:
     def paste_back(self, value: bool) -> None:
         self.q.setValue("translate/paste_back", bool(value))
 
+    @property
+    def grey_sketch(self) -> bool:
+        return self._bool("translate/grey_sketch", True)
+
+    @grey_sketch.setter
+    def grey_sketch(self, value: bool) -> None:
+        self.q.setValue("translate/grey_sketch", bool(value))
+
     def value(self, key: str, default: object = None) -> object:
         return self.q.value(key, default)
 

@@ -133,6 +133,10 @@ class TranslateView(QWidget):
         self.paste_check = QCheckBox("Paste back")
         self.paste_check.setToolTip("Show and save the result pasted back onto the original image")
         self.paste_check.setChecked(ctx.settings.paste_back)
+        self.grey_check = QCheckBox("Grey sketch")
+        self.grey_check.setToolTip("Photo → sketch results in pencil grey (untick to see the "
+                                   "model's three output channels as they are)")
+        self.grey_check.setChecked(ctx.settings.grey_sketch)
         self.save_button = QPushButton("Save…")
         self.save_button.setToolTip("Save the result as PNG or JPEG (Ctrl+S)")
         self.copy_button = QPushButton("Copy")
@@ -149,6 +153,7 @@ class TranslateView(QWidget):
         bar.addSpacing(16)
         bar.addWidget(self.align_check)
         bar.addWidget(self.paste_check)
+        bar.addWidget(self.grey_check)
         bar.addStretch(1)
         bar.addWidget(self.save_button)
         bar.addWidget(self.copy_button)
@@ -184,6 +189,7 @@ class TranslateView(QWidget):
         self.direction_group.buttonClicked.connect(self._direction_clicked)
         self.align_check.toggled.connect(self._align_toggled)
         self.paste_check.toggled.connect(self._paste_toggled)
+        self.grey_check.toggled.connect(self._grey_toggled)
         self.save_button.clicked.connect(self.save_dialog)
         self.copy_button.clicked.connect(self.copy_result)
         self.empty.open_button.clicked.connect(self.open_model_requested)
@@ -243,7 +249,8 @@ class TranslateView(QWidget):
         self.ctx.translate(TranslateRequest(seq=self._pending, source=self._source,
                                             direction=self._direction,
                                             align=self.align_check.isChecked(), eyes=self._eyes,
-                                            name=self._name))
+                                            name=self._name,
+                                            grey_sketch=self.grey_check.isChecked()))
         self.status.setText(f"Translating {self._name}…")
 
     def open_dialog(self) -> None:
@@ -300,6 +307,11 @@ class TranslateView(QWidget):
     def _paste_toggled(self, on: bool) -> None:
         self.ctx.settings.paste_back = on
         self._show_output()
+
+    def _grey_toggled(self, on: bool) -> None:
+        self.ctx.settings.grey_sketch = on
+        if self.result is not None and self.result.direction == PHOTO2SKETCH:
+            self.submit()
 
     def _crop_eyes_edited(self, points: list[tuple[float, float]]) -> None:
         """Eye markers dragged on the crop: map them to the original and align again."""
@@ -455,7 +467,8 @@ class TranslateView(QWidget):
                 return
         worker = BatchWorker(self.ctx.translator, files, out_dir, direction=self._direction,
                              align=self.align_check.isChecked(),
-                             paste_back=self.paste_check.isChecked())
+                             paste_back=self.paste_check.isChecked(),
+                             grey_sketch=self.grey_check.isChecked())
         dialog = QProgressDialog(f"Translating {len(files)} images…", "Cancel", 0, len(files), self)
         dialog.setWindowTitle("Translate folder")
         dialog.setWindowModality(Qt.WindowModality.WindowModal)

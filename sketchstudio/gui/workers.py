@@ -110,6 +110,7 @@ class TranslateRequest:
     align: bool = True
     eyes: Eyes | None = None  # manual eye centres in original-image coordinates
     name: str = ""
+    grey_sketch: bool = True  # photo→sketch results in pencil grey
 
 
 @dataclass
@@ -291,7 +292,8 @@ class TranslateWorker(QObject):
                                  "to pick another.")
         if req.seq < self.latest_seq:
             return None
-        translation = tr.translate(res.crop, direction, return_taps=True)
+        translation = tr.translate(res.crop, direction, return_taps=True,
+                                   grey_sketch=req.grey_sketch)
         res.output = translation.output
         if res.aligned:
             faces, _ = load_faces()
@@ -372,10 +374,12 @@ class BatchWorker(QObject):
     finished = Signal(object)  # BatchSummary
 
     def __init__(self, translator: Any, files: list[str], out_dir: str, direction: str = "auto",
-                 align: bool = True, paste_back: bool = False, fmt: str = "png") -> None:
+                 align: bool = True, paste_back: bool = False, fmt: str = "png",
+                 grey_sketch: bool = True) -> None:
         super().__init__()
         self.translator, self.files, self.out_dir = translator, list(files), out_dir
         self.direction, self.align, self.paste_back, self.fmt = direction, align, paste_back, fmt
+        self.grey_sketch = grey_sketch
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
@@ -414,7 +418,8 @@ class BatchWorker(QObject):
                     kind = "photo" if direction == PHOTO2SKETCH else "sketch"
                     ar = faces.align(img, kind=kind)
                     crop = ar.crop
-                result = self.translator.translate(crop, direction).output
+                result = self.translator.translate(crop, direction,
+                                                   grey_sketch=self.grey_sketch).output
                 if ar is not None and self.paste_back:
                     result = faces.paste_back(img, result, ar.matrix)
                 written.append(str(save_image(result, out / f"{Path(f).stem}.{self.fmt}")))
