@@ -10,7 +10,8 @@ as numpy arrays or anything with ``.detach().cpu().numpy()`` (torch tensors); ou
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -166,3 +167,48 @@ def teacher_input_role(side: str, direction: str) -> str:
         raise ValueError(f"teacher side must be 'P' or 'S', got {side!r}")
     input_side = {"photo2sketch": "P", "sketch2photo": "S"}[direction]
     return "input" if side == input_side else "output"
+
+
+def shrink(fmap: Any, max_side: int = 64) -> np.ndarray:
+    """Average-pool a (C, h, w) map by a whole factor so that its longer side is ≤ ``max_side``.
+
+    Live previews during training ship many maps per preview; full-resolution taps (64 × 256²
+    floats each) would cost megabytes for tiles that are shown a few dozen pixels wide.
+    """
+    a = as_array(fmap)
+    c, h, w = a.shape
+    f = max(1, math.ceil(max(h, w) / max_side))
+    if f == 1:
+        return a
+    hh, ww = h // f, w // f
+    return a[:, :hh * f, :ww * f].reshape(c, hh, f, ww, f).mean(axis=(2, 4))
+
+
+@dataclass
+class TapPair:
+    """A student tap and the teacher tap it is trained to imitate, as display-ready grids."""
+
+    network: str  # "G" | "F"
+    layer: str  # student tap: IC … UC2
+    teacher_side: str  # "P" (fed the photo) | "S" (fed the sketch)
+    teacher_tap: str  # relu1_1 | relu2_1 | relu3_1
+    student: np.ndarray  # RGB uint8 channel grid
+    teacher: np.ndarray
+    student_shape: tuple[int, int, int]  # (C, h, w) before shrinking
+    teacher_shape: tuple[int, int, int]
+
+
+def transfer_pairs(network: str, student_taps: Mapping[str, Any], teacher_taps: Mapping[str, Mapping[str, Any]],
+                   pairs: Sequence[tuple[str, str, str]], k: int = 9, max_side: int = 64) -> list[TapPair]:
+    """Grids of every (student tap, teacher tap) pair of one network's pairing table.
+
+    ``teacher_taps`` maps the side ("P", "S") to that teacher's taps on the real photo / sketch,
+    as in training. Each grid holds the ``k`` strongest channels of its own map.
+    """
+    out = []
+    for side, ttap, layer in pairs:
+        s, t = as_array(student_taps[layer]), as_array(teacher_taps[side][ttap])
+        out.append(TapPair(network, layer, side, ttap,
+                           channel_grid(shrink(s, max_side), k)[0], channel_grid(shrink(t, max_side), k)[0],
+                           tuple(s.shape), tuple(t.shape)))
+    return out

@@ -115,6 +115,34 @@ def test_teacher_input_role() -> None:
         ft.teacher_input_role("X", "photo2sketch")
 
 
+def test_shrink_average_pools_by_a_whole_factor() -> None:
+    a = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    assert ft.shrink(a, 8).shape == (2, 8, 8)  # already small enough: unchanged
+    s = ft.shrink(a, 4)
+    assert s.shape == (2, 4, 4)
+    assert s[0, 0, 0] == pytest.approx(a[0, :2, :2].mean())
+    assert ft.shrink(np.ones((1, 256, 200)), 64).shape == (1, 64, 50)  # factor 4, both sides
+
+
+def test_transfer_pairs_follow_the_pairing_table() -> None:
+    rng = np.random.default_rng(0)
+    student = {"IC": rng.random((8, 32, 32)), "DC1": rng.random((16, 16, 16)),
+               "DC2": rng.random((32, 8, 8)), "Block": rng.random((32, 8, 8)),
+               "UC1": rng.random((16, 16, 16)), "UC2": rng.random((8, 32, 32))}
+    teach = {side: {"relu1_1": rng.random((64, 32, 32)), "relu2_1": rng.random((128, 16, 16)),
+                    "relu3_1": rng.random((256, 8, 8))} for side in "PS"}
+    pairs = ft.transfer_pairs("G", student, teach, G_TEACHER_PAIRS, k=4, max_side=16)
+    assert [(p.layer, p.teacher_side, p.teacher_tap) for p in pairs] == \
+        [(s, side, t) for side, t, s in G_TEACHER_PAIRS]
+    ic = pairs[0]
+    assert ic.student_shape == (8, 32, 32) and ic.teacher_shape == (64, 32, 32)
+    # 4 tiles in a 2×2 grid of 16×16 tiles (shrunk from 32) with 1-px padding
+    assert ic.student.shape == (35, 35, 3) and ic.teacher.shape == (35, 35, 3)
+    assert ic.student.dtype == np.uint8
+    f_pairs = ft.transfer_pairs("F", student, teach, F_TEACHER_PAIRS, k=4)
+    assert {p.layer: p.teacher_side for p in f_pairs}["IC"] == "S"
+
+
 def test_features_module_is_qt_free() -> None:
     code = ("import sys; import sketchstudio.features; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'shiboken6', 'torch')]; "

@@ -480,6 +480,12 @@ def test_train_pause_resume_cancel_then_load(qtbot, window, tiny_pairs, random_t
     assert 2 <= step < 600 and step == tp.step
     assert len(tp.history["total"]) == step and tp.previews_seen >= 1
     assert tp.previews["G(photo)"].has_image()
+    lf = tp.live_features  # student vs teacher grids from the same previews
+    assert lf.selected == ("G", "DC1") and lf.student_pane.has_image() and lf.teacher_pane.has_image()
+    assert "relu2_1" in lf.teacher_pane.title.text() and "Teacher-P" in lf.teacher_pane.title.text()
+    lf.select("F", "IC")
+    assert "Teacher-S" in lf.teacher_pane.title.text() and "relu1_1" in lf.teacher_pane.title.text()
+    assert "F · IC" in lf.student_pane.title.text() and lf.student_pane.has_image()
     assert tp.load_button.isEnabled()
     with qtbot.waitSignal(window.ctx.model_changed, timeout=WAIT) as blocker:
         tp.load_button.click()

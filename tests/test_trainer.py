@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,24 @@ def test_two_steps_write_checkpoint_and_events(tiny_pairs, tmp_path, random_teac
     assert isinstance(events[-1], DoneEvent) and any(isinstance(e, CheckpointEvent) for e in events)
     lines = (tmp_path / "run" / "losses.jsonl").read_text().splitlines()
     assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3]
+
+
+def test_previews_carry_feature_grids_only_when_asked(tiny_pairs, tmp_path, random_teacher):
+    plain: list = []
+    Trainer(tiny_config(tiny_pairs, tmp_path / "a", random_teacher), on_event=plain.append).run()
+    assert all(not e.features for e in plain if isinstance(e, PreviewEvent))
+    live: list = []
+    Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher), on_event=live.append,
+            preview_features=True).run()
+    previews = [e for e in live if isinstance(e, PreviewEvent)]
+    assert previews
+    pairs = {(p.network, p.layer): p for p in previews[-1].features}
+    assert len(pairs) == 12
+    g_dc1, f_ic = pairs[("G", "DC1")], pairs[("F", "IC")]
+    assert (g_dc1.teacher_side, g_dc1.teacher_tap) == ("P", "relu2_1")
+    assert (f_ic.teacher_side, f_ic.teacher_tap) == ("S", "relu1_1")
+    assert g_dc1.student_shape == (8, 16, 16) and g_dc1.teacher_shape == (128, 16, 16)  # ngf 4, 32²
+    assert g_dc1.student.dtype == np.uint8 and g_dc1.student.ndim == 3
 
 
 def test_g_step_does_not_touch_f_and_teacher_gets_no_grad(tiny_pairs, tmp_path, random_teacher):

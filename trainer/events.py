@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sketchstudio.features import TapPair
+
 
 @dataclass
 class TrainEvent:
@@ -32,9 +34,11 @@ class StepEvent(TrainEvent):
 
 @dataclass
 class PreviewEvent(TrainEvent):
-    """Images of a fixed pair: photo, G(photo), sketch, F(sketch) as uint8 RGB arrays."""
+    """Images of a fixed pair: photo, G(photo), sketch, F(sketch) as uint8 RGB arrays; and, when
+    the trainer was asked for them, each student tap next to its teacher tap (12 pairs)."""
 
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    features: list[TapPair] = field(default_factory=list)
 
 
 @dataclass

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sketchstudio.checkpoint import ModelMeta, read_checkpoint, save_checkpoint, student_tensors
 from sketchstudio.device import describe_device, pick_device, resolve_precision
 from sketchstudio.errors import ConfigError, SketchStudioError
+from sketchstudio.features import transfer_pairs
 from sketchstudio.fsutil import atomic_write, ensure_writable_dir
 from sketchstudio.imaging import to_image
 from sketchstudio.models import TEACHER_TAPS, StudentNet, VGGTeacher, load_teacher
@@ -85,8 +85,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, on_event: Callable[[TrainEvent], None] | None = None,
                  control: TrainControl | None = None, resume: bool = False,
-                 init_from: str | Path | None = None) -> None:
+                 init_from: str | Path | None = None, preview_features: bool = False) -> None:
+        """``preview_features``: previews also carry feature-map grids (student vs teacher, every
+        layer of both networks) for a live view; off for the CLI, which has nowhere to show them."""
         self.cfg = config.validate()
+        self.preview_features = preview_features
         self.on_event = on_event or (lambda e: None)
         self.control = control or TrainControl()
         self.resume = resume
@@ -274,10 +277,20 @@ class Trainer:
         return losses
 
     @torch.no_grad()
-    def preview(self) -> dict[str, np.ndarray]:
+    def preview(self) -> PreviewEvent:
+        """G and F on the first training pair; with ``preview_features``, their taps next to the
+        teachers' (fed the real photo and sketch, as in training)."""
         x, y = (t.unsqueeze(0).to(self.device) for t in self.data[0])
-        return {"photo": to_image(x), "G(photo)": to_image(self.G(x)),
-                "sketch": to_image(y), "F(sketch)": to_image(self.F(y))}
+        out_g, taps_g = self.G(x, return_taps=True)
+        out_f, taps_f = self.F(y, return_taps=True)
+        event = PreviewEvent(step=self.step, images={
+            "photo": to_image(x), "G(photo)": to_image(out_g),
+            "sketch": to_image(y), "F(sketch)": to_image(out_f)})
+        if self.preview_features:
+            teachers = {"P": self.teacher(x), "S": self.teacher(y)}
+            event.features = (transfer_pairs("G", taps_g, teachers, G_TEACHER_PAIRS)
+                              + transfer_pairs("F", taps_f, teachers, F_TEACHER_PAIRS))
+        return event
 
     def _modules_to_save(self) -> list[tuple[str, torch.nn.Module]]:
         return [("G", self.G), ("F", self.F), ("adapter.G", self.adapt_g), ("adapter.F", self.adapt_f)]
@@ -347,7 +360,7 @@ class Trainer:
                     epoch_sums[k] = epoch_sums.get(k, 0.0) + v
                 epoch_count += 1
                 if self.step % cfg.preview_every == 0:
-                    self._emit(PreviewEvent(step=self.step, images=self.preview()))
+                    self._emit(self.preview())
                 if self.step % self.steps_per_epoch == 0:
                     self._emit(EpochEvent(step=self.step, epoch=epoch,
                                           mean_losses={k: v / epoch_count for k, v in epoch_sums.items()}))

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from .context import AppContext
 from .image_pane import ImagePane
+from .live_features import LiveFeatures
 from .workers import ScanReport, ScanWorker, TrainWorker, start_worker
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,8 @@ class TrainPanel(QWidget):
         ll.addWidget(opts)
         ll.addLayout(row1)
         ll.addLayout(row2)
-        ll.addStretch(1)
+        self.live_features = LiveFeatures()
+        ll.addWidget(self.live_features, 1)
         scroll = QScrollArea()
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
@@ -439,6 +441,7 @@ class TrainPanel(QWidget):
         self._redraw_plot(force=True)
         for p in self.previews.values():
             p.set_image(None)
+        self.live_features.clear()
         self.last_run_resumed = resume
         self.worker = TrainWorker(cfg, resume=resume)
         self.worker.event.connect(self._on_event)
@@ -531,6 +534,8 @@ class TrainPanel(QWidget):
             for k, pane in self.previews.items():
                 if k in e.images:
                     pane.set_image(e.images[k], f"step {e.step}")
+            if e.features:
+                self.live_features.show_pairs(e.step, e.features)
         elif name == "CheckpointEvent":
             self.last_checkpoint = e.path
             self.ckpt_label.setText(f"step {e.step}: {e.path}")

@@ -510,7 +510,7 @@ class TrainWorker(QObject):
             from trainer.loop import Trainer
 
             trainer = Trainer(self.config, on_event=self.event.emit, control=self.control,
-                              resume=self.resume)
+                              resume=self.resume, preview_features=True)
             self.result = trainer.run()
         except Exception as exc:  # noqa: BLE001 - the panel shows it; the app keeps running
             msg, detail = describe_exception(exc)
