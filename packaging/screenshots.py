@@ -2,9 +2,10 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python packaging/screenshots.py
 
-Writes docs/screenshots/*.png. Uses the real model in runs/kt-cufs (if a training run is there; it
-may be early in training), else the shipped default model, else a tiny untrained one; the CUFS
-test images from ../shared/data/cufs/test; and the teacher from ../shared/teacher. Nothing from
+Writes docs/screenshots/*.png. Uses the shipped default model (what users see), else the model in
+runs/kt-cufs, else a tiny untrained one (``--run-model`` prefers the training run); the CUFS test
+images from ../shared/data/cufs/test, the shipped sample photo for the alignment shot; and the
+teacher from ../shared/teacher. Nothing from
 CUFS is copied into the repository: the training screenshot trains on links to a few CUFS pairs in
 a temporary folder. Runs with the ``offscreen`` platform too (fonts may then differ).
 """
@@ -44,11 +45,11 @@ def wait_until(app, cond, timeout: float = 300.0, what: str = "") -> None:
         app.processEvents()
 
 
-def pick_model(tmp: Path) -> Path | None:
-    if RUN_MODEL.is_file():
-        return RUN_MODEL
+def pick_model(tmp: Path, prefer_run: bool = False) -> Path | None:
     from sketchstudio.resources import default_model_path
 
+    if RUN_MODEL.is_file() and (prefer_run or default_model_path() is None):
+        return RUN_MODEL
     if default_model_path() is not None:
         return None  # the app loads the default itself
     import torch
@@ -86,6 +87,8 @@ def shoot(widget, name: str) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-steps", type=int, default=60, help="steps before the Train screenshot")
+    ap.add_argument("--run-model", action="store_true",
+                    help="show runs/kt-cufs's checkpoint instead of the shipped default model")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                     help="take only these screenshots")
     args = ap.parse_args()
@@ -134,7 +137,7 @@ def main() -> int:
     w = MainWindow(settings)
     w.resize(*SIZE)
     w.show()
-    model = pick_model(tmp)
+    model = pick_model(tmp, prefer_run=args.run_model)
     w.start(model=str(model) if model else None)
     wait_until(app, lambda: w.ctx.model is not None, what="model load")
     tv = w.translate_view
@@ -153,13 +156,17 @@ def main() -> int:
         translate(sketch, "sketch→photo")
         shoot(w, "translate-sketch2photo.png")
 
-        # an unaligned snapshot (a CUFS photo tilted and scaled onto a larger canvas, in a temp
-        # folder): detection, the aligned crop with its draggable eye markers, pasted back
-        tilted = tmp / "snapshot.png"
-        save_image(tilt(load_image(CUFS_TEST / "photos" / photo.name)), tilted)
+        # an unaligned photo (the shipped sample, else a CUFS photo tilted and scaled onto a larger
+        # canvas): detection, the aligned crop with its draggable eye markers, pasted back
+        from sketchstudio.resources import sample_images
+
+        snapshot = next(iter(sample_images()), None)
+        if snapshot is None:
+            snapshot = tmp / "snapshot.png"
+            save_image(tilt(load_image(CUFS_TEST / "photos" / photo.name)), snapshot)
         tv.align_check.setChecked(True)
         tv.paste_check.setChecked(True)
-        translate(tilted, "aligned photo→sketch")
+        translate(snapshot, "aligned photo→sketch")
         shoot(w, "translate-aligned-pasted.png")
         tv.align_check.setChecked(False)
         tv.paste_check.setChecked(False)

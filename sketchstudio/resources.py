@@ -19,5 +19,11 @@ def default_model_path() -> Path | None:
     return p if p.is_file() else None
 
 
+def sample_images() -> list[Path]:
+    """The sample faces shipped for a first try (see resources/samples/README.md)."""
+    folder = RESOURCES / "samples"
+    return sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
 def icon_path(name: str = "sketchstudio.png") -> Path:
     return RESOURCES / "icons" / name

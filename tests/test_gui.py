@@ -221,6 +221,18 @@ def test_grey_sketch_toggle_retranslates_and_persists(qtbot, window, tiny_model,
     assert np.array_equal(shown, raw)
 
 
+def test_sample_button_translates_the_shipped_sample(qtbot, window, tiny_model) -> None:
+    load_model(qtbot, window, tiny_model)
+    tv = window.translate_view
+    assert tv.sample_button.isVisibleTo(window)
+    tv.align_check.setChecked(False)  # the sample itself is tested with dlib elsewhere
+    with qtbot.waitSignal(window.ctx.translated, timeout=WAIT) as blocker:
+        tv.sample_button.click()
+    r = blocker.args[0]
+    assert r.name == "sample: astronaut.jpg" and r.original.shape == (512, 512, 3)
+    assert r.direction == PHOTO2SKETCH and r.output.shape == (512, 512, 3)
+
+
 def test_corrupt_image_shows_error_and_app_keeps_working(qtbot, window, tiny_model, photo,
                                                          tmp_path) -> None:
     load_model(qtbot, window, tiny_model)

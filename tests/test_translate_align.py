@@ -100,3 +100,19 @@ def test_align_finds_tilted_face_and_pastes_back(cufs, tiny_model, tmp_path, cap
     pasted = load_image(tmp_path / "full" / "face.png")
     assert pasted.shape == tilted.shape
     assert (pasted[:10, :10] == tilted[:10, :10]).all()
+
+
+def test_shipped_sample_loads_and_its_largest_face_is_aligned():
+    from sketchstudio.faces import align
+    from sketchstudio.resources import sample_images
+
+    samples = sample_images()
+    assert [p.name for p in samples] == ["astronaut.jpg"]
+    img = load_image(samples[0])
+    assert img.shape == (512, 512, 3)
+    if models.dlib_status() != "":
+        pytest.skip("dlib not installed")
+    r = align(img, kind="photo")
+    assert r.n_faces == 2  # the face and the round mission patch; the larger one is the face
+    (lx, ly), (rx, ry) = r.eyes
+    assert 195 < lx < 212 and 237 < rx < 255 and 92 < ly < 110 and 94 < ry < 112

@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sketchstudio.resources import sample_images
+
 from .context import AppContext
 from .image_pane import ImagePane
 from .qtimage import from_qimage, to_qimage
@@ -98,6 +100,7 @@ class TranslateView(QWidget):
         self.ctx = ctx
         self.setAcceptDrops(True)
         self.result: TranslateResult | None = None
+        self._sample_index = -1
         self._source: object = None  # what the next request translates (path, bytes or array)
         self._name = ""
         self._direction = "auto"
@@ -113,6 +116,9 @@ class TranslateView(QWidget):
         self.paste_button.setToolTip("Translate the image on the clipboard (Ctrl+V)")
         self.folder_button = QPushButton("Folder…")
         self.folder_button.setToolTip("Translate every image in a folder into another folder")
+        self.sample_button = QPushButton("Sample")
+        self.sample_button.setToolTip("Try it on a sample photo (NASA portrait, public domain)")
+        self.sample_button.setVisible(bool(sample_images()))
         self.p2s_button = QToolButton()
         self.p2s_button.setText("Photo → Sketch")
         self.s2p_button = QToolButton()
@@ -143,7 +149,7 @@ class TranslateView(QWidget):
         self.copy_button.setToolTip("Copy the result to the clipboard (Ctrl+C)")
 
         bar = QHBoxLayout()
-        for w in (self.open_button, self.paste_button, self.folder_button):
+        for w in (self.open_button, self.paste_button, self.folder_button, self.sample_button):
             bar.addWidget(w)
         bar.addSpacing(16)
         bar.addWidget(QLabel("Direction:"))
@@ -186,6 +192,7 @@ class TranslateView(QWidget):
         self.open_button.clicked.connect(self.open_dialog)
         self.paste_button.clicked.connect(self.paste_from_clipboard)
         self.folder_button.clicked.connect(self.folder_dialog)
+        self.sample_button.clicked.connect(self.open_sample)
         self.direction_group.buttonClicked.connect(self._direction_clicked)
         self.align_check.toggled.connect(self._align_toggled)
         self.paste_check.toggled.connect(self._paste_toggled)
@@ -220,6 +227,16 @@ class TranslateView(QWidget):
         return self.ctx.model is not None or self.ctx.loading
 
     # --- inputs -------------------------------------------------------------------------------
+    def open_sample(self) -> None:
+        """Translate the next shipped sample face (cycles when there are several)."""
+        samples = sample_images()
+        if not samples:
+            self.ctx.notify("warning", "No sample images are installed (resources/samples/).")
+            return
+        self._sample_index = (self._sample_index + 1) % len(samples)
+        p = samples[self._sample_index]
+        self.set_source(str(p), f"sample: {p.name}")
+
     def load_path(self, path: str | Path) -> None:
         """Translate an image file, or batch-translate a folder."""
         p = Path(path)
