@@ -313,3 +313,53 @@ def test_cufs_raw_sketch_to_photo_nlda(cufs, tmp_path):
     q = np.stack([m.prepare_query(p).feature for p in sketches])
     truth = [idx.paths().index(cufs / "test" / "photos" / p.name) for p in sketches]
     assert rank_k_rates(cosine_scores(q, idx.features), truth, (1,))[1] >= 0.95
+
+
+# ------------------------------------------------------------------ NLDA fitting CLI / eval CLI
+def _paired_folder(root: Path, n: int) -> Path:
+    for sub, sketch in (("photos", False), ("sketches", True)):
+        (root / sub).mkdir(parents=True)
+        for i in range(n):
+            save_image(face_like(i, 200, 250, sketch=sketch), root / sub / f"id{i}.png")
+    return root
+
+
+def test_jitter_is_small_deterministic_and_moves_pixels():
+    from sketchstudio.metrics.nlda_fit import jittered
+
+    crop = face_like(3, 200, 250)
+    a = jittered(crop, np.random.default_rng(1))
+    b = jittered(crop, np.random.default_rng(1))
+    c = jittered(crop, np.random.default_rng(2))
+    assert a.shape == crop.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not np.array_equal(a, crop)
+    assert np.array_equal(jittered(crop, np.random.default_rng(1), (0.0, 0.0, 0.0)), crop)
+
+
+def test_fit_with_jitter_adds_samples_and_records_it(tmp_path):
+    from sketchstudio.errors import DataError
+    from sketchstudio.match_features import PixelPrep
+    from sketchstudio.metrics.nlda_fit import fit_from_folders, main
+
+    data = _paired_folder(tmp_path / "d", 5)
+    plain = fit_from_folders(data)
+    jit = fit_from_folders(data, jitter=2, seed=0)
+    assert "jittered" not in plain.info["classes"] and "2 jittered copies" in jit.info["classes"]
+    assert not np.allclose(plain.matrix, jit.matrix)
+    again = fit_from_folders(data, jitter=2, seed=0)
+    assert np.allclose(again.matrix, jit.matrix)
+    tiny = PixelPrep(size=(6, 5))  # 30 pixels: 5 ids × 2 × (1 + 3) = 40 samples is too many
+    with pytest.raises(DataError, match="less --jitter"):
+        fit_from_folders(data, prep=tiny, jitter=3)
+    assert main(["--data", str(data), "--jitter", "-1", "--out", str(tmp_path / "p.npz")]) == 2
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_recognition_eval_rejects_unknown_space(tmp_path, capsys):
+    from sketchstudio.metrics.recognition_eval import main
+
+    rc = main(["--model", str(tmp_path / "none.safetensors"), "--data", str(tmp_path),
+               "--spaces", "nlda,sift"])
+    assert rc == 2
+    assert "--spaces: unknown 'sift'" in capsys.readouterr().err

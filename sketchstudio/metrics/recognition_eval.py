@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NoFaceFoundError, SketchStudioError
+from ..errors import ConfigError, NoFaceFoundError, SketchStudioError
 from ..imaging import load_image, save_image
 from ..match import prepare_face
 from ..match_features import DlibEmbedding, FeatureSpace, NLDAFeatures, file_digest
@@ -140,6 +140,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+SPACES = ("nlda", "embed", "embed (grey)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sketchstudio.metrics.recognition_eval",
                                  description="Rank-k sketch↔photo matching rates on a test set.")
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detect", action="store_true",
                     help="align with face detection instead of trusting the crops")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--spaces", default=",".join(SPACES),
+                    help=f"comma-separated feature spaces to score (default: {','.join(SPACES)})")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -158,10 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine import Translator
 
     try:
+        wanted = [s.strip() for s in args.spaces.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in SPACES]
+        if unknown or not wanted:
+            raise ConfigError(f"--spaces: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
+                              f"choose from {', '.join(SPACES)}.")
         translator = Translator(args.model, device=args.device)
-        spaces: dict[str, FeatureSpace] = {"nlda": NLDAFeatures(args.nlda),
-                                           "embed": DlibEmbedding(),
-                                           "embed (grey)": DlibEmbedding(gray=True)}
+        makers = {"nlda": lambda: NLDAFeatures(args.nlda), "embed": DlibEmbedding,
+                  "embed (grey)": lambda: DlibEmbedding(gray=True)}
+        spaces: dict[str, FeatureSpace] = {s: makers[s]() for s in wanted}
         result = evaluate(args.data, translator, args.cache, spaces, aligned=not args.detect)
     except SketchStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
