@@ -78,3 +78,20 @@ def test_bad_variant_and_cli(tiny_pairs, tmp_path, random_teacher, capsys):
     out = capsys.readouterr().out
     assert "reconstruction only" in out and "| 3 |" in out
     assert markdown(json.loads((tmp_path / "c" / "ablation.json").read_text())) in out
+
+
+def test_loss_plot_window_and_file(tmp_path):
+    from trainer.report import auto_window, plot_losses
+
+    assert auto_window(100) == 25 and auto_window(3000) == 100 and auto_window(60000) == 200
+    log = tmp_path / "losses.jsonl"
+    rows = [{"step": i, "epoch": i // 10, **{f"{n}_{t}": 1.0 / i for n in "GF"
+                                             for t in ("tea", "stu", "rec", "total")}}
+            for i in range(1, 61)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = plot_losses(log, tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no loss rows"):
+        plot_losses(tmp_path / "empty.jsonl", tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

@@ -35,7 +35,13 @@ def _smooth(v: np.ndarray, k: int) -> np.ndarray:
     return np.convolve(v, np.ones(k) / k, mode="valid")
 
 
-def plot_losses(log_path: str | Path, out: str | Path, smooth: int = 25) -> Path:
+def auto_window(n_steps: int) -> int:
+    """Moving-average width: per-face losses vary more than they fall over a few hundred steps, so
+    long runs need a wider window (about 1/30 of the run, 25 to 200 steps) to show the trend."""
+    return int(np.clip(n_steps // 30, 25, 200))
+
+
+def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None) -> Path:
     import io
 
     import matplotlib
@@ -44,6 +50,9 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int = 25) -> Path
     import matplotlib.pyplot as plt
 
     d = read_loss_log(log_path)
+    if "step" not in d or not len(d["step"]):
+        raise ValueError(f"'{log_path}' holds no loss rows")
+    smooth = smooth or auto_window(len(d["step"]))
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, term in zip(axes, TERMS, strict=True):
         for net, colour in (("G", "tab:blue"), ("F", "tab:orange")):
