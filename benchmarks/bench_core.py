@@ -5,13 +5,12 @@ FLOPs are counted by torch's FlopCounterMode (a multiply-add = 2 FLOPs) on the s
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sketchstudio.device import cpu_has_native_bf16
+from sketchstudio.device import autocast, cpu_has_native_bf16
 from sketchstudio.models import StudentNet
 
 
@@ -33,12 +32,6 @@ def _flops(fn) -> int:
     return fc.get_total_flops()
 
 
-def _autocast(device: str, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device, dtype=torch.bfloat16)
-
-
 def _forward_rows(device: str, size: int = 256) -> list[dict]:
     rows = []
     net = StudentNet().to(device).eval()
@@ -46,7 +39,7 @@ def _forward_rows(device: str, size: int = 256) -> list[dict]:
     precisions = ["fp32", "bf16"]
     for prec in precisions:
         def fwd(prec=prec):
-            with torch.inference_mode(), _autocast(device, prec):
+            with torch.inference_mode(), autocast(prec, torch.device(device)):
                 net(x)
         reps = 3 if device == "cpu" else 20
         sec = _time(fwd, reps)

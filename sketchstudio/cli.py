@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .device import PRECISIONS
 from .errors import ConfigError, NoFaceFoundError, SketchStudioError
 from .fsutil import ensure_writable_dir
 from .imaging import is_image_path, load_image, looks_like_sketch, save_image
@@ -41,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
                    help="auto picks sketch→photo for greyish images, photo→sketch otherwise")
     p.add_argument("--model", help="checkpoint (.safetensors or run folder); default: the shipped model")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 where the hardware does it natively (≈2× faster), else fp32")
     p.add_argument("--format", choices=("png", "jpg"), default="png", help="output image type")
     p.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
                    help="find the face and align it by the eye centres to the 200×250 CUFS crop the "
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if eyes is not None and len(files) != 1:
             raise ConfigError(f"--eyes applies to one image, but {len(files)} were given.")
         out_dir = ensure_writable_dir(args.out)
-        translator = Translator(args.model, device=args.device)
+        translator = Translator(args.model, device=args.device, precision=args.precision)
     except SketchStudioError as exc:
         print(f"sketchstudio-translate: error: {exc}", file=sys.stderr)
         return 2

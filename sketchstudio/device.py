@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -60,3 +63,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("fp16 precision needs a CUDA GPU; use bf16, fp32 or auto on the CPU.")
     return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for a resolved ``precision`` (fp32: no autocast); weights stay fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .checkpoint import DIRECTIONS, Checkpoint, build_student, read_checkpoint
-from .device import describe_device, is_device_failure, pick_device
+from .device import autocast, describe_device, is_device_failure, pick_device, resolve_precision
 from .errors import CheckpointError, ConfigError
 from .imaging import check_rgb, grey_rgb, to_image, to_tensor
 from .models import StudentNet, VGGTeacher, load_teacher
@@ -39,10 +39,16 @@ class Translation:
 
 
 class Translator:
-    """Holds the students of one checkpoint on one device. Thread-safe for concurrent calls."""
+    """Holds the students of one checkpoint on one device. Thread-safe for concurrent calls.
+
+    ``precision="auto"`` runs bf16 autocast where the hardware does bf16 natively (CUDA, CPUs with
+    AVX-512 BF16 or AMX): about 2× faster on such a CPU, at a mean difference of about one grey
+    level. Evaluation asks for ``"fp32"`` so scores do not depend on the machine.
+    """
 
     def __init__(self, model: str | os.PathLike[str] | Checkpoint | None = None,
-                 device: str = "auto", teacher_path: str | None = None) -> None:
+                 device: str = "auto", teacher_path: str | None = None,
+                 precision: str = "auto") -> None:
         if model is None:
             model = default_model_path()
             if model is None:
@@ -52,6 +58,8 @@ class Translator:
         self.ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
         self.model_path = self.ckpt.path
         self.device = pick_device(device)
+        self.precision_request = precision
+        self.precision = resolve_precision(precision, self.device)
         self.image_size = int(self.ckpt.meta.image_size)
         self.teacher_path = teacher_path
         self.fallback_note: str | None = None
@@ -67,6 +75,11 @@ class Translator:
     @property
     def device_name(self) -> str:
         return describe_device(self.device)
+
+    @property
+    def describe(self) -> str:
+        """Device and precision, e.g. "CPU (2 threads), bf16", for status lines."""
+        return f"{self.device_name}, {self.precision}"
 
     def net(self, direction: str) -> StudentNet:
         with self._lock:
@@ -88,6 +101,8 @@ class Translator:
                               f"{str(exc).splitlines()[0][:120]}); running on the CPU instead.")
         log.warning(self.fallback_note)
         self.device = torch.device("cpu")
+        self.precision = resolve_precision(
+            "auto" if self.precision_request == "fp16" else self.precision_request, self.device)
         self._nets = {k: v.cpu() for k, v in self._nets.items()}
         if self._teacher is not None:
             self._teacher = self._teacher.cpu()
@@ -95,15 +110,20 @@ class Translator:
             torch.cuda.empty_cache()
 
     def _run(self, fn):
-        """Run ``fn()`` on the current device; on a GPU failure retry once on the CPU."""
+        """Run ``fn()`` on the current device (autocast at ``self.precision``); on a GPU failure
+        retry once on the CPU."""
+        def under_autocast():
+            with autocast(self.precision, self.device):
+                return fn()
+
         with self._lock, torch.inference_mode():
             try:
-                return fn()
+                return under_autocast()
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 if self.device.type == "cpu" or not is_device_failure(exc):
                     raise
                 self._fall_back_to_cpu(exc)
-                return fn()
+                return under_autocast()
 
     # --------------------------------------------------------------------------------------
     def translate(self, img: np.ndarray, direction: str, return_taps: bool = False,
@@ -138,5 +158,6 @@ class Translator:
         return self._run(fwd)
 
 
-def load_translator(model: str | Path | None = None, device: str = "auto") -> Translator:
-    return Translator(model, device=device)
+def load_translator(model: str | Path | None = None, device: str = "auto",
+                    precision: str = "auto") -> Translator:
+    return Translator(model, device=device, precision=precision)

@@ -128,3 +128,20 @@ def test_translate_without_model_explains(tmp_path, monkeypatch, capsys):
     save_image(face_like(0), tmp_path / "a.png")
     assert translate_cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "o")]) == 2
     assert "No model given" in capsys.readouterr().err
+
+
+def test_translate_precision_flag(tmp_path, tiny_model, capsys):
+    from sketchstudio.cli import main
+    from sketchstudio.imaging import save_image
+    from tests.conftest import face_like
+
+    src = tmp_path / "in.png"
+    save_image(face_like(2, 40, 48), src)
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "--model", str(tiny_model), "--no-align",
+                 "--precision", "fp16", "--device", "cpu"]) == 2
+    assert "fp16 precision needs a CUDA GPU" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    assert main([str(src), "-o", str(out), "--model", str(tiny_model), "--no-align",
+                 "--precision", "fp32", "--device", "cpu"]) == 0
+    assert (out / "in.png").is_file()

@@ -8,9 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
+from sketchstudio.device import PRECISIONS
 from sketchstudio.errors import SketchStudioError
 
-from .config import PRECISIONS, TrainConfig, parse_loss_weights
+from .config import TrainConfig, parse_loss_weights
 from .events import DoneEvent, ErrorEvent, StepEvent, TrainControl, TrainEvent
 
 log = logging.getLogger("sketchstudio")

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from sketchstudio.device import PRECISIONS
 from sketchstudio.errors import ConfigError
 
-PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 TEACHER_NORMS = ("channel_mean", "none")
 
 

@@ -55,7 +55,7 @@ def evaluate(model: str | Path | Translator, data_dir: str | Path, out_dir: str 
     if not scan.ok:
         raise DataError(f"Test folder '{scan.root}' has problems:\n  " + "\n  ".join(scan.problems[:20]),
                         scan.problems)
-    tr = model if isinstance(model, Translator) else Translator(model, device=device)
+    tr = model if isinstance(model, Translator) else Translator(model, device=device, precision="fp32")
     out = ensure_writable_dir(out_dir) if out_dir else None
     if out:
         ensure_writable_dir(out / "photos")

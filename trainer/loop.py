@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from sketchstudio.checkpoint import ModelMeta, read_checkpoint, save_checkpoint, student_tensors
-from sketchstudio.device import describe_device, pick_device, resolve_precision
+from sketchstudio.device import autocast, describe_device, pick_device, resolve_precision
 from sketchstudio.errors import ConfigError, SketchStudioError
 from sketchstudio.features import transfer_pairs
 from sketchstudio.fsutil import atomic_write, ensure_writable_dir
@@ -105,11 +105,7 @@ class Trainer:
             log.exception("training event listener failed on %s", type(event).__name__)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        p = self.precision
-        if p == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def _setup(self) -> None:
         cfg = self.cfg

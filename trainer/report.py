@@ -78,7 +78,7 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
 def example_grid(model: str | Path | Translator, data_dir: str | Path, out: str | Path,
                  n: int = 6) -> Path:
     """Rows of: photo | G(photo) | true sketch || sketch | F(sketch) | true photo."""
-    tr = model if isinstance(model, Translator) else Translator(model)
+    tr = model if isinstance(model, Translator) else Translator(model, precision="fp32")
     pairs = scan_pairs(data_dir, check_images=False).pairs
     pick = [pairs[i] for i in np.linspace(0, len(pairs) - 1, n).round().astype(int)]
     tiles = []

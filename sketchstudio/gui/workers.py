@@ -218,7 +218,7 @@ class TranslateWorker(QObject):
         self.translator = tr
         m = tr.ckpt.meta
         info = ModelInfo(path=str(tr.model_path), name=Path(str(tr.model_path)).name,
-                         directions=list(tr.directions), device_name=tr.device_name,
+                         directions=list(tr.directions), device_name=tr.describe,
                          image_size=int(m.image_size), ngf=int(m.ngf), n_blocks=int(m.n_blocks),
                          step=int(m.step), is_default=is_default, fallback_note=tr.fallback_note,
                          load_ms=(time.perf_counter() - t0) * 1e3)
@@ -300,7 +300,7 @@ class TranslateWorker(QObject):
             res.pasted = faces.paste_back(original, res.output, res.matrix)
         if tr.fallback_note:
             notes.append(tr.fallback_note)
-        res.translation, res.translator, res.device_name = translation, tr, tr.device_name
+        res.translation, res.translator, res.device_name = translation, tr, tr.describe
         res.elapsed_ms = (time.perf_counter() - t0) * 1e3
         return res
 

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not wanted:
             raise ConfigError(f"--spaces: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
                               f"choose from {', '.join(SPACES)}.")
-        translator = Translator(args.model, device=args.device)
+        translator = Translator(args.model, device=args.device, precision="fp32")
         makers = {"nlda": lambda: NLDAFeatures(args.nlda), "embed": DlibEmbedding,
                   "embed (grey)": lambda: DlibEmbedding(gray=True)}
         spaces: dict[str, FeatureSpace] = {s: makers[s]() for s in wanted}

@@ -1,0 +1,50 @@
+"""Translator precision: bf16 autocast where the hardware has it, fp32 for evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sketchstudio.device as device_mod
+from sketchstudio.engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
+from sketchstudio.errors import ConfigError
+from sketchstudio.imaging import load_image
+from sketchstudio.resources import default_model_path
+from tests.conftest import face_like
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu(monkeypatch, tiny_model, native, expected):
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: native)
+    tr = Translator(tiny_model, device="cpu")
+    assert tr.precision == expected
+    assert tr.describe.endswith(f", {expected}") and tr.describe.startswith("CPU")
+    assert Translator(tiny_model, device="cpu", precision="fp32").precision == "fp32"
+
+
+def test_fp16_needs_cuda(tiny_model):
+    with pytest.raises(ConfigError, match="fp16 precision needs a CUDA GPU"):
+        Translator(tiny_model, device="cpu", precision="fp16")
+
+
+def test_bf16_output_is_close_to_fp32_and_uint8(tiny_model):
+    img = face_like(1, 40, 48)
+    a = Translator(tiny_model, device="cpu", precision="fp32").translate(img, PHOTO2SKETCH, return_taps=True)
+    b = Translator(tiny_model, device="cpu", precision="bf16").translate(img, PHOTO2SKETCH, return_taps=True)
+    assert b.output.dtype == np.uint8 and b.output.shape == img.shape
+    diff = np.abs(a.output.astype(int) - b.output.astype(int))
+    assert diff.mean() < 2.0 and diff.max() <= 24
+    assert all(t.dtype.is_floating_point and t.dtype.itemsize == 4 for t in b.taps.values())
+
+
+@pytest.mark.shared
+def test_shipped_model_bf16_matches_fp32(cufs):
+    """On a real test sketch the shipped F gives nearly the same photo in bf16 and fp32."""
+    model = default_model_path()
+    if model is None:
+        pytest.skip("no shipped default model")
+    sketch = load_image(sorted((cufs / "test" / "sketches").iterdir())[0])
+    a = Translator(model, device="cpu", precision="fp32").translate(sketch, SKETCH2PHOTO).output
+    b = Translator(model, device="cpu", precision="bf16").translate(sketch, SKETCH2PHOTO).output
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.mean() < 2.0, diff.mean()
