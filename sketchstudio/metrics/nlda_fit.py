@@ -67,15 +67,16 @@ def fit_from_folders(data: Path, extra: list[Path] | None = None, prep: PixelPre
     stems = sorted(set(photos) & set(sketches))
     if len(stems) < 3:
         raise DataError(f"'{data}' has only {len(stems)} photo/sketch pairs; NLDA needs more.")
-    sources = [photos, sketches] + [_by_stem(e) for e in (extra or [])]
+    # (folder, jittered copies per crop): only the dataset's own photos and sketches are jittered
+    sources = [(photos, jitter), (sketches, jitter)] + [(_by_stem(e), 0) for e in (extra or [])]
     rng = np.random.default_rng(seed)
     rows, labels, digest = [], [], hashlib.sha256()
-    for i, src in enumerate(sources):
+    for src, n_copies in sources:
         for stem in stems:
             if stem in src:
                 path = src[stem]
                 crop = load_image(path)
-                copies = [crop] + [jittered(crop, rng) for _ in range(jitter if i < 2 else 0)]
+                copies = [crop] + [jittered(crop, rng) for _ in range(n_copies)]
                 rows += [prep.vector(c) for c in copies]
                 labels += [stem] * len(copies)
                 digest.update(path.read_bytes())

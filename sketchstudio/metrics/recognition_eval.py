@@ -21,6 +21,7 @@ import hashlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +141,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-SPACES = ("nlda", "embed", "embed (grey)")
+#: feature spaces the evaluation can score, each made from the ``--nlda`` path (None: shipped)
+SPACE_MAKERS: dict[str, Callable[[str | None], FeatureSpace]] = {
+    "nlda": NLDAFeatures,
+    "embed": lambda _nlda: DlibEmbedding(),
+    "embed (grey)": lambda _nlda: DlibEmbedding(gray=True),
+}
+SPACES = tuple(SPACE_MAKERS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--spaces: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
                               f"choose from {', '.join(SPACES)}.")
         translator = Translator(args.model, device=args.device, precision="fp32")
-        makers = {"nlda": lambda: NLDAFeatures(args.nlda), "embed": DlibEmbedding,
-                  "embed (grey)": lambda: DlibEmbedding(gray=True)}
-        spaces: dict[str, FeatureSpace] = {s: makers[s]() for s in wanted}
+        spaces = {s: SPACE_MAKERS[s](args.nlda) for s in wanted}
         result = evaluate(args.data, translator, args.cache, spaces, aligned=not args.detect)
     except SketchStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
