@@ -10,6 +10,7 @@ import pytest
 from sketchstudio import cli as translate_cli
 from sketchstudio.checkpoint import read_checkpoint
 from sketchstudio.imaging import load_image, save_image
+from sketchstudio.metrics.fsim import fsim_gray
 from tests.conftest import face_like
 from trainer import cli
 
@@ -33,12 +34,20 @@ def test_train_then_eval_then_export(tiny_pairs, tmp_path, random_teacher, capsy
     assert "sketch→photo" in out and "photo→sketch" in out
     metrics = json.loads((ev / "metrics.json").read_text())
     assert 0 < metrics["photo_fsim"] <= 1 and 0 < metrics["sketch_fsim"] <= 1
+    assert "input as output" in out
+    floor = [fsim_gray(load_image(tiny_pairs / "photos" / f"p{i}.png"),
+                       load_image(tiny_pairs / "sketches" / f"p{i}.png")) for i in range(3)]
+    assert metrics["input_fsim"] == pytest.approx(sum(floor) / 3)
+    assert metrics["per_image"]["p1"]["input_fsim"] == pytest.approx(floor[1])
     assert metrics["n_pairs"] == 3 and metrics["step"] == 6
     fake = load_image(ev / "sketches" / "p0.png")
     assert fake.shape == load_image(tiny_pairs / "sketches" / "p0.png").shape  # ground-truth size
     model = tmp_path / "model.safetensors"
     assert cli.export_main([str(run), str(model), "--metrics", str(ev / "metrics.json")]) == 0
-    assert read_checkpoint(model).meta.metrics["photo_fsim"] == pytest.approx(metrics["photo_fsim"])
+    embedded = read_checkpoint(model).meta.metrics
+    assert embedded["photo_fsim"] == pytest.approx(metrics["photo_fsim"])
+    assert embedded["input_fsim"] == pytest.approx(metrics["input_fsim"])
+    assert "per_image" not in embedded
 
 
 @pytest.mark.parametrize("flag,value,msg", [

@@ -33,3 +33,10 @@ def test_fsim_cufs_sketch_vs_its_photo_is_low(cufs):
     assert photo.shape == (250, 200, 3)
     v = fsim_gray(photo, sketch)
     assert 0.4 < v < 0.9 and np.isfinite(v)
+
+
+def test_fsim_is_symmetric():
+    """evaluate() reports one input-as-output floor for both directions; that relies on this."""
+    a, b = face_like(1, 80, 96), face_like(1, 80, 96, sketch=True)
+    assert fsim_gray(a, b) == pytest.approx(fsim_gray(b, a), abs=1e-6)
+    assert fsim_gray(a, b) < 0.99

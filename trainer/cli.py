@@ -199,7 +199,7 @@ def export_main(argv: list[str] | None = None) -> int:
         metrics = None
         if args.metrics:
             m = json.loads(Path(args.metrics).read_text())
-            metrics = {k: m[k] for k in ("photo_fsim", "sketch_fsim", "n_pairs", "step") if k in m}
+            metrics = {k: m[k] for k in ("photo_fsim", "sketch_fsim", "input_fsim", "n_pairs", "step") if k in m}
         path = export_model(args.checkpoint, args.out,
                             dtype=torch.float32 if args.fp32 else torch.float16, metrics=metrics)
     except (SketchStudioError, OSError, ValueError, KeyError) as exc:
