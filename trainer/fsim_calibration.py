@@ -1,0 +1,114 @@
+"""What FSIM numbers mean on a paired test set: the score of simple stand-ins for a model's output.
+
+``python -m trainer.fsim_calibration --data ../shared/data/cufs/test [--outputs EVAL_DIR]``
+
+FSIM between a photo and its own sketch is already ≈0.71 on CUHK, and a sketch shifted by two pixels
+scores ≈0.78, so a model's sketch FSIM only means something next to such anchors. For each test
+pair this scores, against the ground-truth sketch (and photo):
+
+- the input returned unchanged (the photo as its own sketch; FSIM is symmetric, so this is also the
+  sketch as its own photo),
+- the ground truth blurred (σ = 1, 2, 3 px): how much a smooth but exact image loses,
+- the ground truth shifted 2 px sideways: how much a 1 % misalignment loses,
+- with ``--outputs`` (a ``sketchstudio-eval --out`` folder): the model's outputs, and the ratio of
+  their mean gradient magnitude to the ground truth's (below 1 = smoother than the drawing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sketchstudio.errors import DataError, SketchStudioError
+from sketchstudio.imaging import load_image
+from sketchstudio.metrics.fsim import fsim_gray
+
+from .data import scan_pairs
+
+Stand_in = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: name → (ground truth, input) → image scored against the ground truth
+STAND_INS: dict[str, Stand_in] = {
+    "input unchanged": lambda truth, inp: inp,
+    "truth blurred σ=1": lambda truth, inp: cv2.GaussianBlur(truth, (0, 0), 1.0),
+    "truth blurred σ=2": lambda truth, inp: cv2.GaussianBlur(truth, (0, 0), 2.0),
+    "truth blurred σ=3": lambda truth, inp: cv2.GaussianBlur(truth, (0, 0), 3.0),
+    "truth shifted 2 px": lambda truth, inp: np.roll(truth, 2, axis=1),
+}
+
+
+def gradient_energy(img: np.ndarray) -> float:
+    """Mean Sobel gradient magnitude of the grey image: pencil strokes raise it, smoothing lowers it."""
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)).mean())
+
+
+def calibrate(data_dir: str | Path, outputs: str | Path | None = None,
+              limit: int | None = None) -> dict[str, dict[str, float]]:
+    """Mean FSIM of each stand-in (and of the model's outputs), per direction.
+
+    Returns ``{row: {"sketch": FSIM vs true sketch, "photo": FSIM vs true photo}}``; with outputs, a
+    ``"gradient ratio"`` row holds output/truth gradient energy per direction.
+    """
+    scan = scan_pairs(data_dir)
+    if not scan.ok:
+        raise DataError(f"Test folder '{scan.root}' has problems:\n  " + "\n  ".join(scan.problems[:20]),
+                        scan.problems)
+    pairs = scan.pairs[:limit] if limit else scan.pairs
+    out_dir = Path(outputs) if outputs else None
+    if out_dir is not None:
+        missing = [p.stem for p in pairs for sub in ("sketches", "photos")
+                   if not (out_dir / sub / f"{p.stem}.png").is_file()]
+        if missing:
+            raise DataError(f"'{out_dir}' is not a complete sketchstudio-eval output folder: no "
+                                    f"sketches/ or photos/ PNG for {len(missing)} test pair(s), e.g. "
+                                    f"{missing[0]}. Run sketchstudio-eval --out {out_dir} first.")
+    scores: dict[str, dict[str, list[float]]] = {}
+
+    def add(row: str, direction: str, value: float) -> None:
+        scores.setdefault(row, {}).setdefault(direction, []).append(value)
+
+    for pair in pairs:
+        photo, sketch = load_image(pair.photo), load_image(pair.sketch)
+        for direction, truth, inp, sub in (("sketch", sketch, photo, "sketches"),
+                                           ("photo", photo, sketch, "photos")):
+            for name, make in STAND_INS.items():
+                add(name, direction, fsim_gray(make(truth, inp), truth))
+            if out_dir is not None:
+                ours = load_image(out_dir / sub / f"{pair.stem}.png")
+                add("model output", direction, fsim_gray(ours, truth))
+                add("gradient ratio", direction, gradient_energy(ours) / max(gradient_energy(truth), 1e-6))
+    return {row: {d: statistics.fmean(v) for d, v in by_dir.items()} for row, by_dir in scores.items()}
+
+
+def table(result: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'stand-in':22s}  {'sketch FSIM':>11s}  {'photo FSIM':>10s}", "-" * 47]
+    for row, v in result.items():
+        lines.append(f"{row:22s}  {v['sketch']:11.4f}  {v['photo']:10.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer.fsim_calibration", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="paired test folder: photos/ + sketches/")
+    p.add_argument("--outputs", help="a sketchstudio-eval --out folder to score alongside")
+    p.add_argument("--limit", type=int, help="only the first N pairs")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be at least 1, got {args.limit}")
+    try:
+        print(table(calibrate(args.data, args.outputs, args.limit)))
+    except SketchStudioError as exc:
+        print(f"fsim_calibration: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
