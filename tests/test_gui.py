@@ -623,6 +623,20 @@ def test_bad_model_file_reports_and_keeps_previous(qtbot, window, tiny_model, tm
     assert window.ctx.model.path == str(tiny_model)
 
 
+def test_model_tooltip_tells_its_test_scores(qtbot, window, tiny_model, tmp_path) -> None:
+    from sketchstudio.checkpoint import export_model
+
+    load_model(qtbot, window, tiny_model)
+    assert "No test scores" in window.model_info.toolTip()
+    scored = export_model(tiny_model, tmp_path / "scored.safetensors",
+                          metrics={"photo_fsim": 0.76549, "sketch_fsim": 0.71342,
+                                   "input_fsim": 0.70861, "n_pairs": 100})
+    load_model(qtbot, window, scored)
+    tip = window.model_info.toolTip()
+    assert "100 test pairs" in tip and "sketch→photo FSIM 0.7655" in tip
+    assert "photo→sketch FSIM 0.7134" in tip and "unchanged scores 0.7086" in tip
+
+
 def test_shortcuts_and_tab_cycling(qtbot, window) -> None:
     assert window.open_action.shortcut().matches(QKeySequence("Ctrl+O")) == QKeySequence.SequenceMatch.ExactMatch
     assert window.save_action.shortcut().matches(QKeySequence("Ctrl+S")) == QKeySequence.SequenceMatch.ExactMatch

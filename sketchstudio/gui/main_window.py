@@ -330,6 +330,7 @@ class MainWindow(QMainWindow):
             self.setWindowTitle("SketchStudio")
             self.model_label.setText("No model")
             self.model_info.setText("open a checkpoint or train one")
+            self.model_info.setToolTip("")
             self.device_label.setText("Device: –")
             return
         name = _short_model_name(info.path)
@@ -338,6 +339,7 @@ class MainWindow(QMainWindow):
         dirs = " + ".join("G" if d == "photo2sketch" else "F" for d in info.directions)
         self.model_info.setText(f"{dirs} · width {info.ngf} · {info.n_blocks} blocks · "
                                 f"{info.image_size}² · step {info.step}")
+        self.model_info.setToolTip(info.quality())
         forced = " (forced)" if self.settings.force_cpu else ""
         note = f" — {info.fallback_note}" if info.fallback_note else ""
         self.device_label.setText(f"Device: {info.device_name}{forced}")

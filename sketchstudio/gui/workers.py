@@ -100,6 +100,21 @@ class ModelInfo:
     is_default: bool
     fallback_note: str | None = None
     load_ms: float = 0.0
+    #: the evaluation stored by ``sketchstudio-export --metrics`` (empty when there was none)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def quality(self) -> str:
+        """One sentence on how good the model measured, for the toolbar's tooltip."""
+        m = self.metrics
+        if not {"photo_fsim", "sketch_fsim"} <= m.keys():
+            return ("No test scores are stored in this model (score it with sketchstudio-eval, "
+                    "then embed them with sketchstudio-export --metrics).")
+        pairs = f" on {m['n_pairs']} test pairs" if "n_pairs" in m else ""
+        text = (f"Scored{pairs}: sketch→photo FSIM {m['photo_fsim']:.4f}, "
+                f"photo→sketch FSIM {m['sketch_fsim']:.4f}")
+        if "input_fsim" in m:
+            text += f" (returning the input unchanged scores {m['input_fsim']:.4f})"
+        return text + "."
 
 
 @dataclass
@@ -221,7 +236,7 @@ class TranslateWorker(QObject):
                          directions=list(tr.directions), device_name=tr.describe,
                          image_size=int(m.image_size), ngf=int(m.ngf), n_blocks=int(m.n_blocks),
                          step=int(m.step), is_default=is_default, fallback_note=tr.fallback_note,
-                         load_ms=(time.perf_counter() - t0) * 1e3)
+                         load_ms=(time.perf_counter() - t0) * 1e3, metrics=dict(m.metrics or {}))
         log.info("Model %s loaded on %s in %.0f ms", info.path, info.device_name, info.load_ms)
         self.model_loaded.emit(info, tr)
 
