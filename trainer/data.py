@@ -53,6 +53,15 @@ class PairScan:
     def ok(self) -> bool:
         return bool(self.pairs) and not self.problems
 
+    def require_ok(self, kind: str) -> list[Pair]:
+        """The pairs, or a DataError listing the problems (``kind``: "Training", "Test", …)."""
+        if not self.ok:
+            shown = "\n  ".join(self.problems[:20])
+            more = f"\n  … and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+            raise DataError(f"{kind} folder '{self.root}' has {len(self.problems)} problem(s):\n  "
+                            f"{shown}{more}", self.problems)
+        return self.pairs
+
 
 def _images_in(folder: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
@@ -185,11 +194,7 @@ class PairedFolder(Dataset):
     def __init__(self, root: str | Path, size: int = 256, split: str | None = None,
                  transform: Callable[[np.ndarray, str], np.ndarray] | None = None) -> None:
         scan = scan_pairs(root, split)
-        if not scan.ok:
-            shown = "\n  ".join(scan.problems[:20])
-            more = f"\n  … and {len(scan.problems) - 20} more" if len(scan.problems) > 20 else ""
-            raise DataError(f"Training folder '{scan.root}' has {len(scan.problems)} problem(s):\n  "
-                            f"{shown}{more}", scan.problems)
+        scan.require_ok("Training")
         self.scan, self.size = scan, size
         self.pairs = scan.pairs
         self._cache: list[tuple[np.ndarray, np.ndarray]] = []

@@ -5,7 +5,7 @@ resized back to each ground truth's size (200×250 for CUFS) before scoring, as 
 
 ``input_fsim`` is the floor to read both against: FSIM between a pair's photo and its sketch, i.e. the
 score of a "model" that returns its input unchanged (FSIM compares grey levels and is symmetric, so it
-is the same number for both directions). On CUHK test it is ≈0.71, which is why a sketch FSIM of 0.71
+is the same number for both directions). On CUHK test it is 0.697, which is why a sketch FSIM of 0.71
 means G has barely learnt more than the photo's grey levels, however plausible its output looks.
 """
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sketchstudio.engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
-from sketchstudio.errors import DataError
 from sketchstudio.fsutil import atomic_write_json, ensure_writable_dir
 from sketchstudio.imaging import load_image, save_image
 from sketchstudio.metrics.fsim import fsim_gray
@@ -58,17 +57,14 @@ def evaluate(model: str | Path | Translator, data_dir: str | Path, out_dir: str 
              split: str | None = None, device: str = "auto",
              progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Translate every pair both ways, score FSIM, optionally write outputs + metrics.json."""
-    scan = scan_pairs(data_dir, split)
-    if not scan.ok:
-        raise DataError(f"Test folder '{scan.root}' has problems:\n  " + "\n  ".join(scan.problems[:20]),
-                        scan.problems)
+    pairs = scan_pairs(data_dir, split).require_ok("Test")
     tr = model if isinstance(model, Translator) else Translator(model, device=device, precision="fp32")
     out = ensure_writable_dir(out_dir) if out_dir else None
     if out:
         ensure_writable_dir(out / "photos")
         ensure_writable_dir(out / "sketches")
     per: dict[str, dict[str, float]] = {}
-    for i, pair in enumerate(scan.pairs):
+    for i, pair in enumerate(pairs):
         photo, sketch = load_image(pair.photo), load_image(pair.sketch)
         fake_sketch = tr.translate(photo, PHOTO2SKETCH).output
         fake_photo = tr.translate(sketch, SKETCH2PHOTO).output
@@ -79,7 +75,7 @@ def evaluate(model: str | Path | Translator, data_dir: str | Path, out_dir: str 
             save_image(fake_sketch, out / "sketches" / f"{pair.stem}.png")
             save_image(fake_photo, out / "photos" / f"{pair.stem}.png")
         if progress:
-            progress(i + 1, len(scan.pairs))
+            progress(i + 1, len(pairs))
     result = EvalResult(
         photo_fsim=statistics.fmean(v["photo_fsim"] for v in per.values()),
         sketch_fsim=statistics.fmean(v["sketch_fsim"] for v in per.values()),
