@@ -55,6 +55,14 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff);;All files
 SAVE_FILTERS = {"PNG image (*.png)": ".png", "JPEG image (*.jpg *.jpeg)": ".jpg"}
 
 
+def _option(text: str, checked: bool, tip: str) -> QCheckBox:
+    """A toolbar check box, started from the saved setting it mirrors."""
+    box = QCheckBox(text)
+    box.setToolTip(tip)
+    box.setChecked(checked)
+    return box
+
+
 class EmptyState(QFrame):
     """Shown while no model is loaded: says what to do instead of showing empty panes."""
 
@@ -132,17 +140,14 @@ class TranslateView(QWidget):
         self.direction_group.setExclusive(True)
         self.auto_label = QLabel("")
         self.auto_label.setStyleSheet("color: palette(mid);")
-        self.align_check = QCheckBox("Align faces")
-        self.align_check.setToolTip("Detect the face and align it by the eyes (untick for crops "
-                                    "that are already aligned, such as CUFS)")
-        self.align_check.setChecked(ctx.settings.align_faces)
-        self.paste_check = QCheckBox("Paste back")
-        self.paste_check.setToolTip("Show and save the result pasted back onto the original image")
-        self.paste_check.setChecked(ctx.settings.paste_back)
-        self.grey_check = QCheckBox("Grey sketch")
-        self.grey_check.setToolTip("Photo → sketch results in pencil grey (untick to see the "
-                                   "model's three output channels as they are)")
-        self.grey_check.setChecked(ctx.settings.grey_sketch)
+        self.align_check = _option("Align faces", ctx.settings.align_faces,
+                                   "Detect the face and align it by the eyes (untick for crops "
+                                   "that are already aligned, such as CUFS)")
+        self.paste_check = _option("Paste back", ctx.settings.paste_back,
+                                   "Show and save the result pasted back onto the original image")
+        self.grey_check = _option("Grey sketch", ctx.settings.grey_sketch,
+                                  "Photo → sketch results in pencil grey (untick to see the "
+                                  "model's three output channels as they are)")
         self.save_button = QPushButton("Save…")
         self.save_button.setToolTip("Save the result as PNG or JPEG (Ctrl+S)")
         self.copy_button = QPushButton("Copy")
