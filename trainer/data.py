@@ -194,9 +194,8 @@ class PairedFolder(Dataset):
     def __init__(self, root: str | Path, size: int = 256, split: str | None = None,
                  transform: Callable[[np.ndarray, str], np.ndarray] | None = None) -> None:
         scan = scan_pairs(root, split)
-        scan.require_ok("Training")
+        self.pairs = scan.require_ok("Training")
         self.scan, self.size = scan, size
-        self.pairs = scan.pairs
         self._cache: list[tuple[np.ndarray, np.ndarray]] = []
         problems: list[str] = []
         for pair in self.pairs:
