@@ -117,6 +117,24 @@ def test_resume_equals_uninterrupted(tiny_pairs, tmp_path, random_teacher):
     assert logged == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_with_a_new_learning_rate_keeps_adam_state(tiny_pairs, tmp_path, random_teacher):
+    first = Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, lr=2e-4)).run()
+    saved = read_checkpoint(first.checkpoint)
+    trainer = Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, lr=5e-5, epochs=2),
+                      resume=True)
+    trainer._setup()
+    assert trainer.step == first.step == 3
+    for opt in (trainer.opt_g, trainer.opt_f):
+        assert [g["lr"] for g in opt.param_groups] == [5e-5]
+    # the moment estimates came back from the checkpoint, they were not reset
+    exp_avg = trainer.opt_g.state[trainer.opt_g.param_groups[0]["params"][0]]["exp_avg"]
+    assert torch.equal(exp_avg, saved.tensors["optim.G.0.exp_avg"])
+    assert float(exp_avg.abs().sum()) > 0
+    done = trainer.run()
+    groups = read_checkpoint(done.checkpoint).meta.extra["optim_groups"]
+    assert groups["G"][0]["lr"] == groups["F"][0]["lr"] == 5e-5
+
+
 def test_pause_resume_and_cancel_from_another_thread(tiny_pairs, tmp_path, random_teacher):
     ctl = TrainControl()
     states = []

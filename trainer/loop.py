@@ -174,6 +174,7 @@ class Trainer:
             groups = m.extra.get("optim_groups", {})
             _optim_from_tensors("G", self.opt_g, ckpt.tensors, groups["G"])
             _optim_from_tensors("F", self.opt_f, ckpt.tensors, groups["F"])
+            self._apply_config_lr(float(groups["G"][0]["lr"]))
             for opt in (self.opt_g, self.opt_f):
                 for st in opt.state.values():
                     for k, v in st.items():
@@ -187,6 +188,17 @@ class Trainer:
             return True
         log.info("Loaded %s at step %d (optimizer state: %s)", path, self.step, with_optim)
         return False
+
+    def _apply_config_lr(self, saved_lr: float) -> None:
+        """A resumed run trains at the configured learning rate, not the saved one, so that a long
+        run can be continued with a lower rate (``--resume --lr 1e-4``) without losing Adam's
+        moment estimates."""
+        if saved_lr != self.cfg.lr:
+            log.info("Learning rate %.3g from the checkpoint replaced by the configured %.3g",
+                     saved_lr, self.cfg.lr)
+        for opt in (self.opt_g, self.opt_f):
+            for group in opt.param_groups:
+                group["lr"] = self.cfg.lr
 
     @torch.no_grad()
     def _teacher_channel_means(self) -> dict[str, torch.Tensor]:
