@@ -69,14 +69,20 @@ def _optim_to_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str
 
 def _optim_from_tensors(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                         groups: list) -> None:
+    """Restore Adam's saved moments into ``opt`` at the learning rate ``opt`` was built with, so
+    that a long run can be resumed at another rate (``--resume --lr 5e-5``) without losing them."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     head = f"optim.{prefix}."
     for k, v in tensors.items():
         if k.startswith(head):
             idx, name = k[len(head):].split(".", 1)
             state.setdefault(int(idx), {})[name] = v
-    for g in groups:
+    for g, current in zip(groups, opt.param_groups, strict=True):
         g["betas"] = tuple(g["betas"])
+        if g["lr"] != current["lr"]:
+            log.info("%s: learning rate %.3g from the checkpoint replaced by the configured %.3g",
+                     prefix, g["lr"], current["lr"])
+        g["lr"] = current["lr"]
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -174,7 +180,6 @@ class Trainer:
             groups = m.extra.get("optim_groups", {})
             _optim_from_tensors("G", self.opt_g, ckpt.tensors, groups["G"])
             _optim_from_tensors("F", self.opt_f, ckpt.tensors, groups["F"])
-            self._apply_config_lr(float(groups["G"][0]["lr"]))
             for opt in (self.opt_g, self.opt_f):
                 for st in opt.state.values():
                     for k, v in st.items():
@@ -188,17 +193,6 @@ class Trainer:
             return True
         log.info("Loaded %s at step %d (optimizer state: %s)", path, self.step, with_optim)
         return False
-
-    def _apply_config_lr(self, saved_lr: float) -> None:
-        """A resumed run trains at the configured learning rate, not the saved one, so that a long
-        run can be continued with a lower rate (``--resume --lr 1e-4``) without losing Adam's
-        moment estimates."""
-        if saved_lr != self.cfg.lr:
-            log.info("Learning rate %.3g from the checkpoint replaced by the configured %.3g",
-                     saved_lr, self.cfg.lr)
-        for opt in (self.opt_g, self.opt_f):
-            for group in opt.param_groups:
-                group["lr"] = self.cfg.lr
 
     @torch.no_grad()
     def _teacher_channel_means(self) -> dict[str, torch.Tensor]:
