@@ -51,3 +51,9 @@ def test_shipped_model_bf16_matches_fp32(cufs):
     b = Translator(model, device="cpu", precision="bf16").translate(sketch, SKETCH2PHOTO).output
     diff = np.abs(a.astype(int) - b.astype(int))
     assert diff.mean() < 2.0, diff.mean()
+
+
+@pytest.mark.parametrize("threads, text", [(1, "CPU (1 thread)"), (2, "CPU (2 threads)")])
+def test_cpu_description_counts_threads(monkeypatch, threads, text):
+    monkeypatch.setattr(device_mod.torch, "get_num_threads", lambda: threads)
+    assert device_mod.describe_device(device_mod.torch.device("cpu")) == text
