@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -87,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         eyes = parse_eyes(args.eyes) if args.eyes else None
         files, problems = expand_inputs(args.inputs)
+        if not files:
+            raise ConfigError("nothing to translate: " + "; ".join(problems))
         if eyes is not None and len(files) != 1:
             raise ConfigError(f"--eyes applies to one image, but {len(files)} were given.")
+        created_out = not Path(args.out).exists()
         out_dir = ensure_writable_dir(args.out)
         translator = Translator(args.model, device=args.device, precision=args.precision)
     except SketchStudioError as exc:
@@ -129,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     if translator.fallback_note:
         print(f"note: {translator.fallback_note}", file=sys.stderr)
+    if not written and created_out:
+        # Leave no trace of a run that wrote nothing (the folder was made for it and is empty).
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()
     print(f"{written} image(s) written to {out_dir}" + (f", {len(problems)} skipped" if problems else ""))
     return 0 if not problems else 1
 

@@ -154,3 +154,19 @@ def test_translate_precision_flag(tmp_path, tiny_model, capsys):
     assert main([str(src), "-o", str(out), "--model", str(tiny_model), "--no-align",
                  "--precision", "fp32", "--device", "cpu"]) == 0
     assert (out / "in.png").is_file()
+
+
+def test_translate_with_no_usable_input_leaves_no_output_folder(tiny_model, tmp_path, capsys):
+    (tmp_path / "fake.jpg").write_text("hello")
+    common = ["--model", str(tiny_model), "--device", "cpu", "--no-align"]
+    out = tmp_path / "out"
+    # nothing exists: an error before anything is created
+    assert translate_cli.main([str(tmp_path / "missing.jpg"), "-o", str(out), *common]) == 2
+    assert "nothing to translate: " in capsys.readouterr().err and not out.exists()
+    # a file that is not an image: skipped, and the folder made for the run is removed again
+    assert translate_cli.main([str(tmp_path / "fake.jpg"), "-o", str(out), *common]) == 1
+    assert "not an image file" in capsys.readouterr().err and not out.exists()
+    # a folder that was there before is kept
+    out.mkdir()
+    assert translate_cli.main([str(tmp_path / "fake.jpg"), "-o", str(out), *common]) == 1
+    assert out.is_dir()
