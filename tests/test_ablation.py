@@ -95,3 +95,27 @@ def test_loss_plot_window_and_file(tmp_path):
     with pytest.raises(ValueError, match="no loss rows"):
         plot_losses(tmp_path / "empty.jsonl", tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_loss_plot_marks_learning_rate_changes(tmp_path):
+    from trainer.report import lr_changes, main, parse_mark, read_loss_log
+
+    log = tmp_path / "run" / "losses.jsonl"
+    log.parent.mkdir()
+    rows = [{"step": i, **{f"{n}_{t}": 1.0 for n in "GF" for t in ("tea", "stu", "rec", "total")}}
+            for i in range(1, 31)]
+    for r in rows[10:20]:
+        r["lr"] = 2e-4  # a resume of an older log: the first row with an lr is a change
+    for r in rows[20:]:
+        r["lr"] = 5e-5
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert lr_changes(read_loss_log(log)) == [(11.0, "lr 2e-4"), (21.0, "lr 5e-5")]
+    assert parse_mark("2844=lr 5e-5") == (2844.0, "lr 5e-5")
+    with pytest.raises(ValueError, match="STEP=LABEL"):
+        parse_mark("2844")
+    assert main(["--run", str(log.parent), "--out", str(tmp_path / "o"), "--mark", "5=start"]) == 0
+    assert (tmp_path / "o" / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit):
+        main(["--run", str(log.parent), "--out", str(tmp_path / "o"), "--mark", "x=1"])
+    with pytest.raises(SystemExit):
+        main(["--run", str(log.parent), "--out", str(tmp_path / "o"), "--smooth", "0"])

@@ -133,6 +133,10 @@ def test_resume_with_a_new_learning_rate_keeps_adam_state(tiny_pairs, tmp_path, 
     done = trainer.run()
     groups = read_checkpoint(done.checkpoint).meta.extra["optim_groups"]
     assert groups["G"][0]["lr"] == groups["F"][0]["lr"] == 5e-5
+    # the loss log says which rate each step ran at
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["lr"]) for r in rows] == [(1, 2e-4), (2, 2e-4), (3, 2e-4),
+                                                    (4, 5e-5), (5, 5e-5), (6, 5e-5)]
 
 
 def test_pause_resume_and_cancel_from_another_thread(tiny_pairs, tmp_path, random_teacher):

@@ -353,7 +353,9 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 t_recent = (t_recent + [dt])[-50:]
                 sec = sum(t_recent) / len(t_recent)
-                log_fh.write(json.dumps({"step": self.step, "epoch": epoch, **losses}) + "\n")
+                # lr in every row, so a plot of the log shows where a resume changed it
+                log_fh.write(json.dumps({"step": self.step, "epoch": epoch, **losses,
+                                         "lr": self.opt_g.param_groups[0]["lr"]}) + "\n")
                 log_fh.flush()
                 self._emit(StepEvent(step=self.step, total_steps=self.total_steps, epoch=epoch,
                                      losses=losses, sec_per_step=sec,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,25 @@ def auto_window(n_steps: int) -> int:
     return int(np.clip(n_steps // 30, 25, 200))
 
 
-def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None) -> Path:
+def lr_changes(d: dict[str, np.ndarray]) -> list[tuple[float, str]]:
+    """(step, label) wherever the logged learning rate changes after the log's first row.
+
+    Rows written before the trainer logged ``lr`` have none; the first row that has one after such
+    rows counts as a change too, so a resume at a new rate shows even on an older log."""
+    if "lr" not in d:
+        return []
+    marks: list[tuple[float, str]] = []
+    for i in range(1, len(d["lr"])):
+        now, before = d["lr"][i], d["lr"][i - 1]
+        if np.isfinite(now) and now != before:
+            marks.append((float(d["step"][i]), f"lr {np.format_float_scientific(now, trim='-', exp_digits=1)}"))
+    return marks
+
+
+def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None,
+                marks: Sequence[tuple[float, str]] = ()) -> Path:
+    """Four log-scale panels (tea-stu, stu-stu, rec, total) of G and F, smoothed; dotted lines
+    at ``marks`` and wherever the logged learning rate changes, labelled in the first panel."""
     import io
 
     import matplotlib
@@ -53,8 +72,11 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
     if "step" not in d or not len(d["step"]):
         raise ValueError(f"'{log_path}' holds no loss rows")
     smooth = smooth or auto_window(len(d["step"]))
+    all_marks = sorted([*marks, *lr_changes(d)])
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, term in zip(axes, TERMS, strict=True):
+        for step, _ in all_marks:
+            ax.axvline(step, color="grey", linestyle=":", linewidth=1)
         for net, colour in (("G", "tab:blue"), ("F", "tab:orange")):
             key = f"{net}_{term}"
             if key in d and np.isfinite(d[key]).any():
@@ -66,6 +88,10 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
+    for step, label in all_marks:
+        axes[0].annotate(label, (step, 0.02), xycoords=("data", "axes fraction"), xytext=(2, 0),
+                         textcoords="offset points", va="bottom", rotation=90, fontsize=8,
+                         color="dimgrey")
     fig.suptitle(f"KT losses ({smooth}-step moving average)")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -101,17 +127,41 @@ def example_grid(model: str | Path | Translator, data_dir: str | Path, out: str 
     return Path(out)
 
 
+def parse_mark(text: str) -> tuple[float, str]:
+    """``"2844=lr 5e-5"`` → ``(2844.0, "lr 5e-5")``."""
+    step, sep, label = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return float(step), label.strip()
+    except ValueError:
+        raise ValueError(f"--mark wants STEP=LABEL, e.g. 2844='lr 5e-5'; got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer.report")
     p.add_argument("--run", help="run folder with losses.jsonl")
     p.add_argument("--model", help="model for the example grid")
     p.add_argument("--data", help="paired test folder for the example grid")
     p.add_argument("--out", required=True)
+    p.add_argument("--smooth", type=int, default=None, metavar="STEPS",
+                   help="moving-average width of the loss plot (default: about 1/30 of the log; "
+                        "one epoch's steps averages every training face once)")
+    p.add_argument("--mark", action="append", default=[], metavar="STEP=LABEL",
+                   help="a dotted line on the loss plot (repeatable), e.g. 2844='lr 5e-5' for logs "
+                        "written before the trainer recorded the learning rate")
     a = p.parse_args(argv)
+    if a.smooth is not None and a.smooth < 1:
+        p.error(f"--smooth must be at least 1 (got {a.smooth})")
+    try:
+        marks = [parse_mark(m) for m in a.mark]
+    except ValueError as exc:
+        p.error(str(exc))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.run:
-        print(plot_losses(Path(a.run) / "losses.jsonl", out / "loss_curves.png"))
+        print(plot_losses(Path(a.run) / "losses.jsonl", out / "loss_curves.png", smooth=a.smooth,
+                          marks=marks))
     if a.model and a.data:
         print(example_grid(a.model, a.data, out / "examples.jpg"))  # JPEG: ~0.35 MB vs 1.8 MB
     return 0
