@@ -25,7 +25,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sketchstudio trainer tests benchmarks
+	$(VENV)/bin/ruff check sketchstudio trainer tests benchmarks packaging
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
