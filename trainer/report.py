@@ -53,7 +53,8 @@ def lr_changes(d: dict[str, np.ndarray]) -> list[tuple[float, str]]:
     for i in range(1, len(d["lr"])):
         now, before = d["lr"][i], d["lr"][i - 1]
         if np.isfinite(now) and now != before:
-            marks.append((float(d["step"][i]), f"lr {np.format_float_scientific(now, trim='-', exp_digits=1)}"))
+            rate = np.format_float_scientific(now, trim="-", exp_digits=1)
+            marks.append((float(d["step"][i]), f"lr {rate}"))
     return marks
 
 
@@ -131,11 +132,12 @@ def parse_mark(text: str) -> tuple[float, str]:
     """``"2844=lr 5e-5"`` → ``(2844.0, "lr 5e-5")``."""
     step, sep, label = text.partition("=")
     try:
-        if not sep:
-            raise ValueError
-        return float(step), label.strip()
+        value = float(step) if sep else None
     except ValueError:
-        raise ValueError(f"--mark wants STEP=LABEL, e.g. 2844='lr 5e-5'; got {text!r}") from None
+        value = None
+    if value is None:
+        raise ValueError(f"--mark wants STEP=LABEL, e.g. 2844='lr 5e-5'; got {text!r}")
+    return value, label.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
