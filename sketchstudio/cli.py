@@ -7,12 +7,17 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .device import PRECISIONS
 from .errors import ConfigError, NoFaceFoundError, SketchStudioError
-from .fsutil import ensure_writable_dir
+from .fsutil import output_dir
 from .imaging import is_image_path, load_image, looks_like_sketch, save_image
 
+if TYPE_CHECKING:  # the engine pulls in torch; the CLI imports it only once its flags are valid
+    from .engine import Translator
+
+Eyes = tuple[tuple[float, float], tuple[float, float]]
 DIRECTION_CHOICES = ("auto", "photo2sketch", "sketch2photo")
 
 
@@ -61,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_eyes(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
+def parse_eyes(text: str) -> Eyes:
     """'X1,Y1,X2,Y2' -> ((x1, y1), (x2, y2)); range checks happen in faces.align."""
     try:
         v = [float(t) for t in text.replace(";", ",").split(",")]
@@ -72,32 +77,16 @@ def parse_eyes(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
     return (v[0], v[1]), (v[2], v[3])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    if args.paste_back and not args.align:
-        p.error("--paste-back needs face alignment; drop --no-align")
-    if args.eyes and not args.align:
-        p.error("--eyes needs face alignment; drop --no-align")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+def _translate_each(files: list[Path], out_dir: Path, translator: Translator,
+                    args: argparse.Namespace, eyes: Eyes | None,
+                    problems: list[str]) -> tuple[int, int, list[str]]:
+    """Translate and save each file; a file that fails is added to ``problems`` and the rest go
+    on. Returns (images written, images without a face, notes)."""
     from tqdm import tqdm
 
-    from .engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
+    from .engine import PHOTO2SKETCH, SKETCH2PHOTO
     from .faces import align, paste_back
 
-    try:
-        eyes = parse_eyes(args.eyes) if args.eyes else None
-        files, problems = expand_inputs(args.inputs)
-        if not files:
-            raise ConfigError("nothing to translate: " + "; ".join(problems))
-        if eyes is not None and len(files) != 1:
-            raise ConfigError(f"--eyes applies to one image, but {len(files)} were given.")
-        created_out = not Path(args.out).exists()
-        out_dir = ensure_writable_dir(args.out)
-        translator = Translator(args.model, device=args.device, precision=args.precision)
-    except SketchStudioError as exc:
-        print(f"sketchstudio-translate: error: {exc}", file=sys.stderr)
-        return 2
     written = no_face = 0
     notes: list[str] = []
     for f in tqdm(files, unit="img", disable=len(files) < 2):
@@ -123,6 +112,33 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{f}: {exc}")
         except SketchStudioError as exc:
             problems.append(f"{f}: {exc}")
+    return written, no_face, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.paste_back and not args.align:
+        p.error("--paste-back needs face alignment; drop --no-align")
+    if args.eyes and not args.align:
+        p.error("--eyes needs face alignment; drop --no-align")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    from .engine import Translator
+
+    with contextlib.ExitStack() as stack:
+        try:
+            eyes = parse_eyes(args.eyes) if args.eyes else None
+            files, problems = expand_inputs(args.inputs)
+            if not files:
+                raise ConfigError("nothing to translate: " + "; ".join(problems))
+            if eyes is not None and len(files) != 1:
+                raise ConfigError(f"--eyes applies to one image, but {len(files)} were given.")
+            out_dir = stack.enter_context(output_dir(args.out))
+            translator = Translator(args.model, device=args.device, precision=args.precision)
+        except SketchStudioError as exc:
+            print(f"sketchstudio-translate: error: {exc}", file=sys.stderr)
+            return 2
+        written, no_face, notes = _translate_each(files, out_dir, translator, args, eyes, problems)
     for msg in problems:
         print(f"skipped: {msg}", file=sys.stderr)
     for msg in notes:
@@ -133,10 +149,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     if translator.fallback_note:
         print(f"note: {translator.fallback_note}", file=sys.stderr)
-    if not written and created_out:
-        # Leave no trace of a run that wrote nothing (the folder was made for it and is empty).
-        with contextlib.suppress(OSError):
-            out_dir.rmdir()
     print(f"{written} image(s) written to {out_dir}" + (f", {len(problems)} skipped" if problems else ""))
     return 0 if not problems else 1
 

@@ -35,6 +35,21 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """:func:`ensure_writable_dir` for one job's outputs. A folder made for the job and still empty
+    when the job ends (normally or by an error) is removed again, so a job that wrote nothing
+    leaves no trace; a folder that was there before is always kept."""
+    made = not Path(path).exists()
+    p = ensure_writable_dir(path)
+    try:
+        yield p
+    finally:
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the job wrote something, keep it
+                p.rmdir()
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
