@@ -391,6 +391,29 @@ def test_batch_worker_cancel_stops_between_images(tiny_model, tmp_path) -> None:
     assert s.cancelled and len(s.written) == 2 and s.total == 3
 
 
+
+def test_batch_that_writes_nothing_leaves_no_new_output_folder(tiny_model, tmp_path) -> None:
+    """Every input unreadable: the folder the batch made is removed; one that existed is kept."""
+    from sketchstudio.engine import Translator
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    translator = Translator(tiny_model, device="cpu")
+    for out, existed in ((tmp_path / "new" / "out", False), (tmp_path / "old", True)):
+        if existed:
+            out.mkdir()
+        got = []
+        w = BatchWorker(translator, [str(bad)], str(out), align=False)
+        w.finished.connect(got.append)
+        w.run()
+        s = got[0]
+        assert s.written == [] and len(s.problems) == 1 and "bad.png" in s.problems[0]
+        assert out.is_dir() == existed
+    w = BatchWorker(translator, [str(save_image(face_like(0), tmp_path / "f0.png"))],
+                    str(tmp_path / "new" / "out"), align=False)
+    w.run()
+    assert (tmp_path / "new" / "out" / "f0.png").is_file()
+
 # --- feature maps -------------------------------------------------------------------------------
 def test_feature_view_layers_have_the_right_shapes(qtbot, window, tiny_model, random_teacher,
                                                    photo) -> None:

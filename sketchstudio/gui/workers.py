@@ -403,8 +403,7 @@ class BatchWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from sketchstudio.fsutil import ensure_writable_dir
-        from sketchstudio.imaging import load_image, looks_like_sketch, save_image
+        from sketchstudio.fsutil import output_dir
 
         written: list[str] = []
         problems: list[str] = []
@@ -414,10 +413,20 @@ class BatchWorker(QObject):
         if self.align and faces is None:
             notes.append(why)
         try:
-            out = ensure_writable_dir(self.out_dir)
+            with output_dir(self.out_dir) as out:  # a new folder nothing was written to goes again
+                self._translate_each(out, faces, written, problems)
         except SketchStudioError as exc:
             self.finished.emit(BatchSummary(self.out_dir, [], [str(exc)], False, total))
             return
+        cancelled = self._cancel.is_set() and len(written) + len(problems) < total
+        self.progress.emit(total if not cancelled else len(written), total, "")
+        self.finished.emit(BatchSummary(str(out), written, problems, cancelled, total, notes))
+
+    def _translate_each(self, out: Path, faces: Any, written: list[str], problems: list[str]) -> None:
+        """Translate ``self.files`` into ``out`` one by one, collecting what was written and what failed."""
+        from sketchstudio.imaging import load_image, looks_like_sketch, save_image
+
+        total = len(self.files)
         for i, f in enumerate(self.files):
             if self._cancel.is_set():
                 break
@@ -440,9 +449,6 @@ class BatchWorker(QObject):
                 written.append(str(save_image(result, out / f"{Path(f).stem}.{self.fmt}")))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                 problems.append(f"{name}: {describe_exception(exc)[0]}")
-        cancelled = self._cancel.is_set() and len(written) + len(problems) < total
-        self.progress.emit(total if not cancelled else len(written), total, "")
-        self.finished.emit(BatchSummary(str(out), written, problems, cancelled, total, notes))
 
 
 class ScanWorker(QObject):
