@@ -182,19 +182,30 @@ def student_tensors(prefix: str, net: torch.nn.Module, dtype: torch.dtype | None
 
 
 def export_model(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                 dtype: torch.dtype = torch.float16, metrics: dict[str, Any] | None = None) -> Path:
+                 dtype: torch.dtype = torch.float16, metrics: dict[str, Any] | None = None,
+                 ema: bool = False) -> Path:
     """Strip a training checkpoint down to what inference needs (weights + teacher scales).
 
     fp16 halves the size (2 × 11.4 M params ≈ 46 MB) with no visible change in the outputs.
+    ``ema``: export the weight average the run kept (``ema.G.*``/``ema.F.*``) as G and F.
     """
     ckpt = read_checkpoint(src)
+    tensors = ckpt.tensors
+    if ema:
+        averaged = {k.removeprefix("ema."): v for k, v in tensors.items()
+                    if k.startswith(("ema.G.", "ema.F."))}
+        if not averaged:
+            raise CheckpointError(f"'{ckpt.path}' holds no weight average; train with --ema-decay "
+                                  "(e.g. 0.999) to keep one, or export without --ema.")
+        tensors = {k: v for k, v in tensors.items() if k.startswith("teacher_scale.")} | averaged
     keep = {k: (v.to(dtype) if v.is_floating_point() and not k.startswith("teacher_scale.") else v)
-            for k, v in ckpt.tensors.items()
+            for k, v in tensors.items()
             if k.split(".", 1)[0] in ("G", "F", "teacher_scale")}
     meta = ckpt.meta
     meta.extra = {k: v for k, v in meta.extra.items() if k != "optim_groups"}
     meta.extra["exported_from"] = str(ckpt.path)
     meta.extra["dtype"] = str(dtype).removeprefix("torch.")
+    meta.extra["weights"] = "ema" if ema else "trained"
     if metrics:
         meta.metrics = dict(metrics)
     meta.created = ""

@@ -103,6 +103,24 @@ def test_export_fp16_keeps_inference_parts_only(tmp_path, tiny_model):
     assert torch.allclose(g(x), ref(x), atol=2e-2)
 
 
+
+def test_export_ema_ships_the_weight_average(tmp_path, tiny_model):
+    ck = read_checkpoint(tiny_model)
+    tensors = dict(ck.tensors)
+    ema = {f"ema.{k}": v + 1.0 for k, v in ck.tensors.items() if k.startswith(("G.", "F."))}
+    src = tmp_path / "train.safetensors"
+    save_checkpoint(src, tensors | ema, ck.meta)
+    ex = read_checkpoint(export_model(src, tmp_path / "ema.safetensors", dtype=torch.float32, ema=True))
+    assert ex.meta.extra["weights"] == "ema" and not any(k.startswith("ema.") for k in ex.tensors)
+    assert torch.equal(ex.tensors["G.IC.1.weight"], ck.tensors["G.IC.1.weight"] + 1.0)
+    assert set(ex.directions) == {"photo2sketch", "sketch2photo"}
+    plain = read_checkpoint(export_model(src, tmp_path / "plain.safetensors", dtype=torch.float32))
+    assert plain.meta.extra["weights"] == "trained"
+    assert torch.equal(plain.tensors["G.IC.1.weight"], ck.tensors["G.IC.1.weight"])
+    with pytest.raises(CheckpointError, match="holds no weight average"):
+        export_model(tiny_model, tmp_path / "none.safetensors", ema=True)
+    assert not (tmp_path / "none.safetensors").exists()
+
 def test_atomic_write_leaves_old_file_on_failure(tiny_model, monkeypatch):
     before = tiny_model.read_bytes()
     import sketchstudio.fsutil as fsutil

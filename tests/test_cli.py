@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from sketchstudio import cli as translate_cli
 from sketchstudio.checkpoint import read_checkpoint
@@ -49,6 +50,24 @@ def test_train_then_eval_then_export(tiny_pairs, tmp_path, random_teacher, capsy
     assert embedded["input_fsim"] == pytest.approx(metrics["input_fsim"])
     assert "per_image" not in embedded
 
+
+
+def test_train_with_ema_then_export_the_average(tiny_pairs, tmp_path, random_teacher, capsys):
+    run, plain = tmp_path / "run", tmp_path / "plain"
+    assert cli.train_main(_train_args(tiny_pairs, run, random_teacher, "--ema-decay", "0.9")) == 0
+    ck = read_checkpoint(run)
+    assert ck.meta.train_config["ema_decay"] == 0.9 and ck.meta.extra["ema"]["updates"] == 3
+    model = tmp_path / "ema.safetensors"
+    assert cli.export_main([str(run), str(model), "--ema", "--fp32"]) == 0
+    assert torch.equal(read_checkpoint(model).tensors["F.OC.1.weight"], ck.tensors["ema.F.OC.1.weight"])
+    assert cli.train_main(_train_args(tiny_pairs, plain, random_teacher)) == 0
+    capsys.readouterr()
+    assert cli.export_main([str(plain), str(tmp_path / "x.safetensors"), "--ema"]) == 2
+    assert "holds no weight average" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+    assert cli.train_main(_train_args(tiny_pairs, tmp_path / "bad", random_teacher,
+                                      "--ema-decay", "1")) == 2
+    assert "EMA decay must be in [0, 1)" in capsys.readouterr().err
 
 @pytest.mark.parametrize("flag,value,msg", [
     ("--size", "250", "divisible by 4"),

@@ -587,6 +587,20 @@ def test_train_folder_problems_are_listed(qtbot, window, tmp_path) -> None:
     assert window.message_bar.level == "error" and "output folder" in window.message_bar.text.text()
 
 
+
+def test_train_form_weight_average_round_trips(qtbot, window, tiny_pairs, random_teacher,
+                                               tmp_path) -> None:
+    tp = window.train_panel
+    _fill_train_form(tp, tiny_pairs, tmp_path / "run", random_teacher)
+    assert tp.ema_decay.value() == 0 and tp.ema_decay.text() == "off"
+    assert tp.config().ema_decay == 0
+    tp.ema_decay.setValue(0.999)
+    cfg = tp.config()
+    assert cfg.ema_decay == 0.999
+    tp.ema_decay.setValue(0)
+    tp.set_config(cfg)  # as when resuming a run from its config.yaml
+    assert tp.ema_decay.value() == pytest.approx(0.999)
+
 # --- model, device, settings, polish ------------------------------------------------------------
 def test_force_cpu_and_recent_models_persist(qtbot, tiny_model, settings, no_default_model,
                                              monkeypatch) -> None:

@@ -200,3 +200,50 @@ def test_unpaired_folder_lists_every_problem(tiny_pairs, tmp_path, random_teache
     assert "sketch without photo" in msg and "orphan.png" in msg
     assert "unreadable image" in msg and "p1.png" in msg
     assert len(ei.value.problems) == 3
+
+
+def _run_to(data, out, teacher, step, resume, **kw):
+    """Train (or resume) the tiny run in ``out`` and stop after ``step``; return its checkpoint."""
+    ctl = TrainControl()
+
+    def stop(e):
+        if isinstance(e, StepEvent) and e.step == step:
+            ctl.cancel()
+
+    result = Trainer(tiny_config(data, out, teacher, **kw), on_event=stop, control=ctl,
+                     resume=resume).run()
+    assert result.step == step
+    return read_checkpoint(result.checkpoint)
+
+
+def test_weight_average_is_an_ema_that_survives_resume(tiny_pairs, tmp_path, random_teacher):
+    d = 0.5
+    ck = [_run_to(tiny_pairs, tmp_path / "b", random_teacher, s, resume=s > 1, ema_decay=d)
+          for s in (1, 2, 3)]
+    full = _run_to(tiny_pairs, tmp_path / "a", random_teacher, 3, resume=False, ema_decay=d)
+    keys = [k for k in ck[0].tensors if k.startswith(("G.", "F."))]
+    assert keys and all(f"ema.{k}" in ck[0].tensors for k in keys)
+    for k in keys:
+        w = [c.tensors[k] for c in ck]
+        e = [c.tensors[f"ema.{k}"] for c in ck]
+        assert torch.equal(e[0], w[0])  # the average starts at the first step's weights
+        assert torch.allclose(e[1], d * e[0] + (1 - d) * w[1], atol=1e-6), k
+        assert torch.allclose(e[2], d * e[1] + (1 - d) * w[2], atol=1e-6), k
+        assert torch.allclose(full.tensors[f"ema.{k}"], e[2], atol=1e-6), k  # resume = uninterrupted
+    assert not all(torch.equal(ck[2].tensors[k], ck[2].tensors[f"ema.{k}"]) for k in keys)
+    assert [c.meta.extra["ema"] for c in ck] == [{"decay": d, "updates": n} for n in (1, 2, 3)]
+
+
+def test_no_weight_average_unless_asked_and_resume_of_an_older_run_starts_one(
+        tiny_pairs, tmp_path, random_teacher):
+    plain = _run_to(tiny_pairs, tmp_path / "run", random_teacher, 2, resume=False)
+    assert not any(k.startswith("ema.") for k in plain.tensors) and "ema" not in plain.meta.extra
+    later = _run_to(tiny_pairs, tmp_path / "run", random_teacher, 3, resume=True, ema_decay=0.9)
+    assert later.meta.extra["ema"] == {"decay": 0.9, "updates": 1}
+    assert torch.equal(later.tensors["ema.G.IC.1.weight"], later.tensors["G.IC.1.weight"])
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, 2.0])
+def test_ema_decay_out_of_range_is_rejected(tiny_pairs, tmp_path, random_teacher, decay):
+    with pytest.raises(ConfigError, match="EMA decay must be in"):
+        tiny_config(tiny_pairs, tmp_path, random_teacher, ema_decay=decay).validate()

@@ -67,6 +67,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-norm", choices=("channel_mean", "none"), default=d.teacher_norm)
     p.add_argument("--loss-weights", default="1,1,1", help="tea-stu,stu-stu,rec weights, e.g. 0,0,1")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                   help="keep an exponential moving average of the weights, e.g. 0.999 (0 = off); "
+                        "export it with sketchstudio-export --ema")
     p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
     p.add_argument("--preview-every", type=_positive_int, default=d.preview_every)
     p.add_argument("--split", help="with a MANIFEST.tsv folder: which rows, e.g. train or train,subset=cuhk")
@@ -84,14 +87,14 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         "n_blocks": a.blocks, "batch_size": a.batch_size, "lr": a.lr, "precision": a.precision,
         "device": a.device, "seed": a.seed, "teacher_path": a.teacher, "teacher_norm": a.teacher_norm,
         "loss_weights": parse_loss_weights(a.loss_weights), "checkpoint_every": a.checkpoint_every,
-        "preview_every": a.preview_every, "split": a.split, "hflip": not a.no_flip, "align": a.align,
+        "preview_every": a.preview_every, "ema_decay": a.ema_decay, "split": a.split, "hflip": not a.no_flip, "align": a.align,
     }
     defaults = vars(train_parser().parse_args(["--data", "x", "--out", "y"]))
     if a.config:  # config file values win over argparse defaults, explicit flags win over both
         argmap = {"epochs": "epochs", "image_size": "size", "ngf": "ngf", "n_blocks": "blocks",
                   "batch_size": "batch_size", "lr": "lr", "precision": "precision", "device": "device",
                   "seed": "seed", "teacher_norm": "teacher_norm", "checkpoint_every": "checkpoint_every",
-                  "preview_every": "preview_every"}
+                  "preview_every": "preview_every", "ema_decay": "ema_decay"}
         for key, flag in argmap.items():
             if getattr(a, flag) == defaults[flag] and key in base:
                 explicit[key] = base[key]
@@ -188,6 +191,8 @@ def export_main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="output .safetensors file")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
     p.add_argument("--metrics", help="metrics.json from sketchstudio-eval to embed")
+    p.add_argument("--ema", action="store_true",
+                   help="export the weight average kept by a run trained with --ema-decay")
     args = p.parse_args(argv)
     import json
 
@@ -201,7 +206,8 @@ def export_main(argv: list[str] | None = None) -> int:
             m = json.loads(Path(args.metrics).read_text())
             metrics = {k: m[k] for k in ("photo_fsim", "sketch_fsim", "input_fsim", "n_pairs", "step") if k in m}
         path = export_model(args.checkpoint, args.out,
-                            dtype=torch.float32 if args.fp32 else torch.float16, metrics=metrics)
+                            dtype=torch.float32 if args.fp32 else torch.float16, metrics=metrics,
+                            ema=args.ema)
     except (SketchStudioError, OSError, ValueError, KeyError) as exc:
         print(f"sketchstudio-export: error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sketchstudio.checkpoint import ModelMeta, read_checkpoint, save_checkpoint, student_tensors
 from sketchstudio.device import autocast, describe_device, pick_device, resolve_precision
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LOSS_LOG = "losses.jsonl"
+#: checkpoint keys ``ema.G.*`` / ``ema.F.*`` hold the weight averages (``sketchstudio-export --ema``)
+EMA_PREFIX = "ema"
 _ARCH_KEYS = ("ngf", "n_blocks", "image_size")
 
 
@@ -131,6 +134,10 @@ class Trainer:
                                       lr=cfg.lr, betas=betas)
         self.opt_f = torch.optim.Adam([*self.F.parameters(), *self.adapt_f.parameters()],
                                       lr=cfg.lr, betas=betas)
+        # created before any weights are loaded: an average that has seen no update copies the
+        # net's weights at its first update, so it starts from wherever training (re)starts
+        self.ema = {name: AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+                    for name, net in (("G", self.G), ("F", self.F))} if cfg.ema_decay else {}
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.weights = LossWeights(cfg.w_tea, cfg.w_stu, cfg.w_rec)
         self.n = len(self.data)
@@ -185,6 +192,8 @@ class Trainer:
                     for k, v in st.items():
                         if torch.is_tensor(v) and k != "step":
                             st[k] = v.to(self.device)
+        if with_optim:
+            self._load_ema(ckpt)
         if "rng.torch" in ckpt.tensors:
             torch.set_rng_state(ckpt.tensors["rng.torch"])
         scales = ckpt.teacher_scales()
@@ -193,6 +202,22 @@ class Trainer:
             return True
         log.info("Loaded %s at step %d (optimizer state: %s)", path, self.step, with_optim)
         return False
+
+    def _load_ema(self, ckpt) -> None:
+        """Continue the checkpoint's weight average. Without one (an older run, or the average
+        was off) it starts from the loaded weights at the next step."""
+        updates = int(ckpt.meta.extra.get("ema", {}).get("updates", 0))
+        for name, avg in self.ema.items():
+            sd = ckpt.prefixed(f"{EMA_PREFIX}.{name}")
+            if sd and updates:
+                avg.module.load_state_dict({k: v.float() for k, v in sd.items()})
+                avg.n_averaged.fill_(updates)
+            else:
+                log.info("%s: no weight average in the checkpoint; it starts at step %d",
+                         name, self.step + 1)
+        if not self.ema and any(k.startswith(EMA_PREFIX + ".") for k in ckpt.tensors):
+            log.warning("The checkpoint holds a weight average but this run has ema_decay 0: "
+                        "the average is dropped at the next checkpoint.")
 
     @torch.no_grad()
     def _teacher_channel_means(self) -> dict[str, torch.Tensor]:
@@ -268,6 +293,8 @@ class Trainer:
             loss_f, rep_f = student_objective(out_f, x, taps_f, taps_g, tp, ts,
                                               F_TEACHER_PAIRS, False, w, self.adapt_f)
         self._update(self.opt_f, loss_f)
+        for name, avg in self.ema.items():
+            avg.update_parameters(getattr(self, name))
         losses = {f"G_{k}": v for k, v in rep_g.items()} | {f"F_{k}": v for k, v in rep_f.items()}
         losses["G_total"], losses["F_total"] = float(loss_g.detach()), float(loss_f.detach())
         losses["total"] = losses["G_total"] + losses["F_total"]
@@ -302,16 +329,19 @@ class Trainer:
         tensors: dict[str, torch.Tensor] = {}
         for prefix, net in self._modules_to_save():
             tensors |= student_tensors(prefix, net)
+        for name, avg in self.ema.items():
+            tensors |= student_tensors(f"{EMA_PREFIX}.{name}", avg.module)
         tensors |= {f"teacher_scale.{t}": s.cpu() for t, s in self.teacher.channel_scales.items()}
         tg, groups_g = _optim_to_tensors("G", self.opt_g)
         tf, groups_f = _optim_to_tensors("F", self.opt_f)
         tensors |= tg | tf
         tensors["rng.torch"] = torch.get_rng_state()
+        extra = {"optim_groups": {"G": groups_g, "F": groups_f}, "teacher_norm": cfg.teacher_norm}
+        if self.ema:
+            extra["ema"] = {"decay": cfg.ema_decay, "updates": int(self.ema["G"].n_averaged)}
         meta = ModelMeta(ngf=cfg.ngf, n_blocks=cfg.n_blocks, image_size=cfg.image_size,
                          step=self.step, epoch=self.step // self.steps_per_epoch,
-                         train_config=cfg.to_dict(), data=self.data_desc,
-                         extra={"optim_groups": {"G": groups_g, "F": groups_f},
-                                "teacher_norm": cfg.teacher_norm})
+                         train_config=cfg.to_dict(), data=self.data_desc, extra=extra)
         path = save_checkpoint(self.ckpt_path, tensors, meta)
         self._emit(CheckpointEvent(step=self.step, path=str(path)))
         return path

@@ -170,6 +170,15 @@ class TrainPanel(QWidget):
         weights.addStretch(1)
         self.preview_every = _spin(1, 100000, 50)
         self.checkpoint_every = _spin(1, 100000, 200)
+        self.ema_decay = QDoubleSpinBox()
+        self.ema_decay.setRange(0.0, 0.9999)
+        self.ema_decay.setDecimals(4)
+        self.ema_decay.setSingleStep(0.001)
+        self.ema_decay.setSpecialValueText("off")  # shown at 0
+        self.ema_decay.setToolTip(
+            "Keep a moving average of the weights in the checkpoint (e.g. 0.999 ≈ the last 1,000 "
+            "steps): steadier than the last step's weights with batch size 1. Export it with "
+            "sketchstudio-export --ema.")
         self.out_field = PathField("folder for checkpoint.safetensors, losses.jsonl, config.yaml")
         self.out_field.set_text(str(s.value("train/out", "") or ""), emit=False)
         self.teacher_field = PathField("VGG-19 weights (vgg19_relu3_1.pth); empty = automatic",
@@ -185,6 +194,7 @@ class TrainPanel(QWidget):
         form.addRow("Loss weights", weights)
         form.addRow("Preview every", self.preview_every)
         form.addRow("Checkpoint every", self.checkpoint_every)
+        form.addRow("Weight average", self.ema_decay)
         form.addRow("Output folder", self.out_field)
         form.addRow("Teacher file", self.teacher_field)
 
@@ -378,7 +388,7 @@ class TrainPanel(QWidget):
             loss_weights=(self.w_tea.value(), self.w_stu.value(), self.w_rec.value()),
             device=self.ctx.settings.device, teacher_path=self.teacher_field.text() or None,
             preview_every=self.preview_every.value(), checkpoint_every=self.checkpoint_every.value(),
-            align=self.check_faces.isChecked())
+            ema_decay=round(self.ema_decay.value(), 4), align=self.check_faces.isChecked())
         return cfg.validate()
 
     def set_config(self, cfg: Any) -> None:
@@ -394,6 +404,7 @@ class TrainPanel(QWidget):
             w.setValue(float(v))
         self.preview_every.setValue(int(cfg.preview_every))
         self.checkpoint_every.setValue(int(cfg.checkpoint_every))
+        self.ema_decay.setValue(float(cfg.ema_decay))
         self.teacher_field.set_text(str(cfg.teacher_path or ""), emit=False)
         self.check_faces.blockSignals(True)
         self.check_faces.setChecked(bool(cfg.align))
@@ -606,7 +617,7 @@ class TrainPanel(QWidget):
         self.load_button.setEnabled(has_ckpt)
         for w in (self.data_field, self.out_field, self.teacher_field, self.epochs, self.image_size,
                   self.ngf, self.n_blocks, self.precision, self.w_tea, self.w_stu, self.w_rec,
-                  self.preview_every, self.checkpoint_every, self.check_faces):
+                  self.preview_every, self.checkpoint_every, self.ema_decay, self.check_faces):
             w.setEnabled(not running)
 
     def _redraw_plot(self, force: bool = False) -> None:
