@@ -38,6 +38,9 @@ CHECKPOINT_NAMES = ("checkpoint.safetensors", "model.safetensors")
 #: refuse absurd files before reading them into memory (a full training checkpoint is ~300 MB)
 MAX_FILE_BYTES = 4 << 30
 
+#: training checkpoints keep weight averages under ``ema.G.*`` / ``ema.F.*`` (trainer --ema-decay)
+EMA_PREFIX = "ema"
+
 
 @dataclass
 class ModelMeta:
@@ -187,13 +190,13 @@ def export_model(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     """Strip a training checkpoint down to what inference needs (weights + teacher scales).
 
     fp16 halves the size (2 × 11.4 M params ≈ 46 MB) with no visible change in the outputs.
-    ``ema``: export the weight average the run kept (``ema.G.*``/``ema.F.*``) as G and F.
+    ``ema``: export the weight average the run kept (:data:`EMA_PREFIX`) as G and F.
     """
     ckpt = read_checkpoint(src)
     tensors = ckpt.tensors
     if ema:
-        averaged = {k.removeprefix("ema."): v for k, v in tensors.items()
-                    if k.startswith(("ema.G.", "ema.F."))}
+        averaged = {k.removeprefix(f"{EMA_PREFIX}."): v for k, v in tensors.items()
+                    if k.startswith((f"{EMA_PREFIX}.G.", f"{EMA_PREFIX}.F."))}
         if not averaged:
             raise CheckpointError(f"'{ckpt.path}' holds no weight average; train with --ema-decay "
                                   "(e.g. 0.999) to keep one, or export without --ema.")

@@ -20,7 +20,14 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from sketchstudio.checkpoint import ModelMeta, read_checkpoint, save_checkpoint, student_tensors
+from sketchstudio.checkpoint import (
+    EMA_PREFIX,
+    Checkpoint,
+    ModelMeta,
+    read_checkpoint,
+    save_checkpoint,
+    student_tensors,
+)
 from sketchstudio.device import autocast, describe_device, pick_device, resolve_precision
 from sketchstudio.errors import ConfigError, SketchStudioError
 from sketchstudio.features import transfer_pairs
@@ -48,8 +55,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LOSS_LOG = "losses.jsonl"
-#: checkpoint keys ``ema.G.*`` / ``ema.F.*`` hold the weight averages (``sketchstudio-export --ema``)
-EMA_PREFIX = "ema"
 _ARCH_KEYS = ("ngf", "n_blocks", "image_size")
 
 
@@ -203,7 +208,7 @@ class Trainer:
         log.info("Loaded %s at step %d (optimizer state: %s)", path, self.step, with_optim)
         return False
 
-    def _load_ema(self, ckpt) -> None:
+    def _load_ema(self, ckpt: Checkpoint) -> None:
         """Continue the checkpoint's weight average. Without one (an older run, or the average
         was off) it starts from the loaded weights at the next step."""
         updates = int(ckpt.meta.extra.get("ema", {}).get("updates", 0))
