@@ -110,6 +110,9 @@ def test_loss_plot_marks_learning_rate_changes(tmp_path):
         r["lr"] = 5e-5
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert lr_changes(read_loss_log(log)) == [(11.0, "lr 2e-4"), (21.0, "lr 5e-5")]
+    # an explicit mark already says the rate was 2e-4 before the log recorded it: no new mark
+    assert lr_changes(read_loss_log(log), [(5.0, "lr 2e-4")]) == [(21.0, "lr 5e-5")]
+    assert lr_changes(read_loss_log(log), [(5.0, "lr 1e-3")]) == [(11.0, "lr 2e-4"), (21.0, "lr 5e-5")]
     assert parse_mark("2844=lr 5e-5") == (2844.0, "lr 5e-5")
     with pytest.raises(ValueError, match="STEP=LABEL"):
         parse_mark("2844")

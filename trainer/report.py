@@ -42,20 +42,25 @@ def auto_window(n_steps: int) -> int:
     return int(np.clip(n_steps // 30, 25, 200))
 
 
-def lr_changes(d: dict[str, np.ndarray]) -> list[tuple[float, str]]:
+def lr_changes(d: dict[str, np.ndarray], marks: Sequence[tuple[float, str]] = ()
+               ) -> list[tuple[float, str]]:
     """(step, label) wherever the logged learning rate changes after the log's first row.
 
     Rows written before the trainer logged ``lr`` have none; the first row that has one after such
-    rows counts as a change too, so a resume at a new rate shows even on an older log."""
+    rows counts as a change too, so a resume at a new rate shows even on an older log, unless the
+    latest of the explicit ``marks`` before it already names that rate (then nothing changed)."""
     if "lr" not in d:
         return []
-    marks: list[tuple[float, str]] = []
+    out: list[tuple[float, str]] = []
     for i in range(1, len(d["lr"])):
-        now, before = d["lr"][i], d["lr"][i - 1]
+        now, before, step = d["lr"][i], d["lr"][i - 1], float(d["step"][i])
         if np.isfinite(now) and now != before:
-            rate = np.format_float_scientific(now, trim="-", exp_digits=1)
-            marks.append((float(d["step"][i]), f"lr {rate}"))
-    return marks
+            label = f"lr {np.format_float_scientific(now, trim='-', exp_digits=1)}"
+            earlier = [lab for s, lab in sorted(marks) if s <= step]
+            if not np.isfinite(before) and earlier and earlier[-1] == label:
+                continue
+            out.append((step, label))
+    return out
 
 
 def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None,
@@ -73,7 +78,7 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
     if "step" not in d or not len(d["step"]):
         raise ValueError(f"'{log_path}' holds no loss rows")
     smooth = smooth or auto_window(len(d["step"]))
-    all_marks = sorted([*marks, *lr_changes(d)])
+    all_marks = sorted([*marks, *lr_changes(d, marks)])
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, term in zip(axes, TERMS, strict=True):
         for step, _ in all_marks:
