@@ -592,6 +592,7 @@ def test_train_form_weight_average_round_trips(qtbot, window, tiny_pairs, random
                                                tmp_path) -> None:
     tp = window.train_panel
     _fill_train_form(tp, tiny_pairs, tmp_path / "run", random_teacher)
+    qtbot.waitUntil(lambda: tp.scan is not None, timeout=WAIT)  # the folder scan's thread is done
     assert tp.ema_decay.value() == 0 and tp.ema_decay.text() == "off"
     assert tp.config().ema_decay == 0
     tp.ema_decay.setValue(0.999)
