@@ -87,7 +87,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         "n_blocks": a.blocks, "batch_size": a.batch_size, "lr": a.lr, "precision": a.precision,
         "device": a.device, "seed": a.seed, "teacher_path": a.teacher, "teacher_norm": a.teacher_norm,
         "loss_weights": parse_loss_weights(a.loss_weights), "checkpoint_every": a.checkpoint_every,
-        "preview_every": a.preview_every, "ema_decay": a.ema_decay, "split": a.split, "hflip": not a.no_flip, "align": a.align,
+        "preview_every": a.preview_every, "ema_decay": a.ema_decay, "split": a.split,
+        "hflip": not a.no_flip, "align": a.align,
     }
     defaults = vars(train_parser().parse_args(["--data", "x", "--out", "y"]))
     if a.config:  # config file values win over argparse defaults, explicit flags win over both

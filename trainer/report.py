@@ -52,11 +52,12 @@ def lr_changes(d: dict[str, np.ndarray], marks: Sequence[tuple[float, str]] = ()
     if "lr" not in d:
         return []
     out: list[tuple[float, str]] = []
+    ordered = sorted(marks)
     for i in range(1, len(d["lr"])):
         now, before, step = d["lr"][i], d["lr"][i - 1], float(d["step"][i])
         if np.isfinite(now) and now != before:
             label = f"lr {np.format_float_scientific(now, trim='-', exp_digits=1)}"
-            earlier = [lab for s, lab in sorted(marks) if s <= step]
+            earlier = [lab for s, lab in ordered if s <= step]
             if not np.isfinite(before) and earlier and earlier[-1] == label:
                 continue
             out.append((step, label))
