@@ -1,4 +1,4 @@
-"""Draw the SketchStudio app icon: resources/icons/sketchstudio.svg and .png (256 px) + 32/64 px.
+"""Draw the SketchStudio app icon: sketchstudio/assets/icons/sketchstudio.svg and .png (256 px) + 32/64 px.
 
 A face split down the middle: the left half a colour photo, the right half a pencil sketch of the
 same face on paper, with a pencil in the corner. The SVG is written by hand here (so the artwork is
@@ -17,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger("make_icon")
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "resources" / "icons"
+OUT = ROOT / "sketchstudio" / "assets" / "icons"
 
 # Each half is drawn with its own paths (no clip paths: Qt's SVG renderer implements SVG Tiny 1.2,
 # which has none). Left half: the colour photo; right half: the pencil sketch on paper.

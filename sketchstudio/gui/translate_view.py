@@ -77,7 +77,7 @@ class EmptyState(QFrame):
             "&nbsp;&nbsp;&nbsp;(Model ▸ Open model…, Ctrl+Shift+O).<br>"
             "• <b>Train one</b>: in the <b>Train</b> tab, choose a folder with <tt>photos/</tt> and "
             "<tt>sketches/</tt><br>&nbsp;&nbsp;&nbsp;(same file names) and press Start.<br>"
-            "• The shipped default model (<tt>resources/models/kt-cufs.safetensors</tt>) is<br>"
+            "• The shipped default model (<tt>sketchstudio/assets/models/kt-cufs.safetensors</tt>) is<br>"
             "&nbsp;&nbsp;&nbsp;loaded automatically once it is installed.")
         self.text.setTextFormat(Qt.TextFormat.RichText)
         self.open_button = QPushButton("Open model…")
@@ -236,7 +236,7 @@ class TranslateView(QWidget):
         """Translate the next shipped sample face (cycles when there are several)."""
         samples = sample_images()
         if not samples:
-            self.ctx.notify("warning", "No sample images are installed (resources/samples/).")
+            self.ctx.notify("warning", "No sample images are installed (sketchstudio/assets/samples/).")
             return
         self._sample_index = (self._sample_index + 1) % len(samples)
         p = samples[self._sample_index]

@@ -8,7 +8,7 @@ training person coincide (within-class scatter zero) while the people stay apart
 directions in which "photo" and "sketch" of the same person look alike.
 
 Pure numpy; no torch, no Qt. A fitted projection is a small ``.npz`` (mean + matrix) that the
-matcher ships under ``resources/`` so that a clone without the training data still works.
+matcher ships under ``sketchstudio/assets/`` so that a clone without the training data still works.
 """
 
 from __future__ import annotations
