@@ -31,6 +31,7 @@ from .errors import ImageError, NoFaceFoundError, SketchStudioError
 from .fsutil import atomic_write, atomic_write_json, ensure_writable_dir
 from .imaging import is_image_path
 from .match_features import file_digest
+from .userdirs import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,8 @@ class Problem:
 
 
 def default_cache_dir() -> Path:
-    """``$SKETCHSTUDIO_CACHE_DIR``, else ``$XDG_CACHE_HOME/sketchstudio``, else ~/.cache."""
-    env = os.environ.get("SKETCHSTUDIO_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sketchstudio"
+    """``$SKETCHSTUDIO_CACHE_DIR``, else the per-user cache folder of this OS (userdirs)."""
+    return user_cache_dir()
 
 
 def scan_gallery(root: Path) -> list[Path]:
