@@ -50,6 +50,9 @@ class ModelMeta:
     ngf: int = 64
     n_blocks: int = 9
     image_size: int = 256
+    #: how the decoder doubles resolution: "deconv" (transposed convs, the paper's and every
+    #: model before this field) or "resize" (nearest-neighbour ×2 then a 3×3 conv: no checkerboard)
+    upsample: str = "deconv"
     step: int = 0
     epoch: int = 0
     train_config: dict[str, Any] = field(default_factory=dict)
@@ -159,7 +162,7 @@ def build_student(ckpt: Checkpoint, direction: str) -> StudentNet:
         raise CheckpointError(f"Model '{ckpt.path}' has no {direction} network "
                               f"(it holds: {', '.join(ckpt.directions)}).")
     m = ckpt.meta
-    net = StudentNet(ngf=m.ngf, n_blocks=m.n_blocks)
+    net = StudentNet(ngf=m.ngf, n_blocks=m.n_blocks, upsample=m.upsample)
     sd = ckpt.prefixed(DIRECTIONS[direction])
     expected = net.state_dict()
     missing = sorted(set(expected) - set(sd))
@@ -173,7 +176,7 @@ def build_student(ckpt: Checkpoint, direction: str) -> StudentNet:
             f"wrong shapes {', '.join(wrong[:3])}" if wrong else ""]))
         raise CheckpointError(
             f"'{ckpt.path}' does not match the {ARCH} architecture with ngf={m.ngf}, "
-            f"n_blocks={m.n_blocks} ({detail}). It was made by another model or version.")
+            f"n_blocks={m.n_blocks}, upsample={m.upsample} ({detail}). It was made by another model or version.")
     net.load_state_dict({k: v.float() for k, v in sd.items()})
     return net.eval()
 

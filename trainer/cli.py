@@ -6,32 +6,38 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
-from sketchstudio.device import PRECISIONS
-from sketchstudio.errors import SketchStudioError
+from sketchstudio.cliutil import image_size, positive_int, setup_logging
+from sketchstudio.errors import ConfigError, SketchStudioError
 
-from .config import TrainConfig, parse_loss_weights
+from .config import (
+    TrainConfig,
+    coerce_field,
+    coerce_fields,
+    field_default,
+    field_types,
+    read_config_file,
+)
 from .events import DoneEvent, ErrorEvent, StepEvent, TrainControl, TrainEvent
 
 log = logging.getLogger("sketchstudio")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+_positive_int = positive_int  # names the ablation/study runner imports
+_size = image_size
+_setup_logging = setup_logging
 
-
-def _size(text: str) -> int:
-    v = _positive_int(text)
-    if v % 4 or v < 16:
-        raise argparse.ArgumentTypeError(f"must be divisible by 4 and at least 16 (e.g. 256), got {v}")
-    return v
+#: argparse value types of the fields whose flags check more than the field's type
+_ARG_TYPES: dict[str, Callable[[str], Any]] = {
+    "epochs": positive_int, "image_size": image_size, "ngf": positive_int,
+    "batch_size": positive_int, "checkpoint_every": positive_int, "preview_every": positive_int,
+    "val_every": positive_int,
+    "loss_weights": str,  # parsed by TrainConfig.validate, whose message names the three terms
+}
 
 
 def stop_on_signals(control: TrainControl) -> TrainControl:
@@ -41,65 +47,81 @@ def stop_on_signals(control: TrainControl) -> TrainControl:
     return control
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+def _field_type(name: str) -> Callable[[str], Any]:
+    """An argparse type that coerces a flag's text exactly as a config file's value is coerced."""
+    def parse(text: str) -> Any:
+        try:
+            return coerce_field(name, text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name  # argparse names the type in "invalid <name> value"
+    return parse
 
 
 def train_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
+    """``sketchstudio-train``'s flags, one per :class:`TrainConfig` field (``dest`` = the field).
+
+    Defaults come from the dataclass; :func:`parse_train_args` replaces them with a config file's
+    values before parsing (timm's ``train.py`` pattern), so flag > file > default for every field.
+    """
     p = argparse.ArgumentParser(prog="sketchstudio-train",
                                 description="Train G (photo→sketch) and F (sketch→photo) by knowledge transfer.")
-    p.add_argument("--data", required=True, help="paired folder: photos/ + sketches/ (same file names)")
-    p.add_argument("--out", required=True, help="run folder for checkpoint.safetensors, losses.jsonl, config")
-    p.add_argument("--config", help="YAML/JSON TrainConfig; flags given explicitly override it")
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    p.add_argument("--size", type=_size, default=d.image_size, help="training image size (divisible by 4)")
-    p.add_argument("--ngf", type=_positive_int, default=d.ngf, help="student width")
-    p.add_argument("--blocks", type=int, default=d.n_blocks, help="SE residual blocks")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | mps")
+    p.add_argument("--config", help="YAML/JSON file of TrainConfig options; flags given explicitly "
+                                    "override it (with --resume: the run's own config.yaml)")
+    types_ = field_types()
+    for f in fields(TrainConfig):
+        flag = f.metadata.get("flag")
+        if not flag:
+            continue
+        kw: dict[str, Any] = {"dest": f.name, "default": field_default(f.name),
+                              "help": f.metadata.get("help") or None, **f.metadata.get("arg", {})}
+        if types_[f.name] is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif "choices" not in kw:
+            kw["type"] = _ARG_TYPES.get(f.name, _field_type(f.name))
+            kw["metavar"] = flag.lstrip("-").upper().replace("-", "_")
+        p.add_argument(flag, **kw)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--init-from", help="start from a model's weights with a fresh optimizer")
-    p.add_argument("--teacher", help="VGG-19 weights (.pth/.safetensors); else $SKETCHSTUDIO_TEACHER or torchvision's")
-    p.add_argument("--teacher-norm", choices=("channel_mean", "none"), default=d.teacher_norm)
-    p.add_argument("--loss-weights", default="1,1,1", help="tea-stu,stu-stu,rec weights, e.g. 0,0,1")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
-                   help="keep an exponential moving average of the weights, e.g. 0.999 (0 = off); "
-                        "export it with sketchstudio-export --ema")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
-    p.add_argument("--preview-every", type=_positive_int, default=d.preview_every)
-    p.add_argument("--split", help="with a MANIFEST.tsv folder: which rows, e.g. train or train,subset=cuhk")
-    p.add_argument("--no-flip", action="store_true", help="disable random horizontal flips")
-    p.add_argument("--align", action="store_true", help="align faces by eye centres (for unaligned sets)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
-def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    base = TrainConfig.load(a.config).to_dict() if a.config else {}
-    explicit = {
-        "data_dir": a.data, "out_dir": a.out, "epochs": a.epochs, "image_size": a.size, "ngf": a.ngf,
-        "n_blocks": a.blocks, "batch_size": a.batch_size, "lr": a.lr, "precision": a.precision,
-        "device": a.device, "seed": a.seed, "teacher_path": a.teacher, "teacher_norm": a.teacher_norm,
-        "loss_weights": parse_loss_weights(a.loss_weights), "checkpoint_every": a.checkpoint_every,
-        "preview_every": a.preview_every, "ema_decay": a.ema_decay, "split": a.split,
-        "hflip": not a.no_flip, "align": a.align,
-    }
-    defaults = vars(train_parser().parse_args(["--data", "x", "--out", "y"]))
-    if a.config:  # config file values win over argparse defaults, explicit flags win over both
-        argmap = {"epochs": "epochs", "image_size": "size", "ngf": "ngf", "n_blocks": "blocks",
-                  "batch_size": "batch_size", "lr": "lr", "precision": "precision", "device": "device",
-                  "seed": "seed", "teacher_norm": "teacher_norm", "checkpoint_every": "checkpoint_every",
-                  "preview_every": "preview_every", "ema_decay": "ema_decay"}
-        for key, flag in argmap.items():
-            if getattr(a, flag) == defaults[flag] and key in base:
-                explicit[key] = base[key]
-    return TrainConfig.from_dict(base | explicit).validate()
+def parse_train_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
+    """Parse flags over a config file: flag > file > dataclass default, for every field.
+
+    ``--resume`` without ``--config`` reads the run folder's own ``config.yaml``, so a resumed
+    run keeps its settings; a flag that changes one of them is applied and logged.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--out", dest="out_dir")
+    pre.add_argument("--resume", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    parser = train_parser()
+    source = known.config
+    if source is None and known.resume and known.out_dir:
+        own = Path(known.out_dir) / "config.yaml"
+        source = str(own) if own.is_file() else None
+    file_values: dict[str, Any] = {}
+    if source:
+        try:
+            raw = read_config_file(source)
+            TrainConfig.from_dict(raw)  # unknown keys and bad values fail here, naming the key
+            file_values = coerce_fields(raw)
+        except ConfigError as exc:
+            parser.error(str(exc))
+        parser.set_defaults(**file_values)
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if "extra" in file_values:
+        values["extra"] = file_values["extra"]
+    if known.resume and source:
+        for k, v in values.items():
+            if k in file_values and file_values[k] != v and k not in ("out_dir", "data_dir"):
+                log.warning("resume: %s changed from %r (%s) to %r", k, file_values[k], source, v)
+    return args, TrainConfig(**values).validate()
 
 
 class _Progress:
@@ -125,10 +147,9 @@ class _Progress:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    args = train_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging("-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:]))
     try:
-        cfg = config_from_args(args)
+        args, cfg = parse_train_args(argv)
         if args.threads:
             import torch
 
@@ -160,7 +181,7 @@ def eval_parser() -> argparse.ArgumentParser:
 
 def eval_main(argv: list[str] | None = None) -> int:
     args = eval_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     from tqdm import tqdm
 
     from .evaluate import evaluate

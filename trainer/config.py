@@ -1,13 +1,20 @@
 """TrainConfig: one options object drives training, resume, the CLI and the GUI's train view.
 
 Defaults are the paper's (METHOD.md): Adam lr 2e-4, β1 0.5, 200 epochs, batch 1, 256², ngf 64,
-9 blocks, loss weights 1/1/1. ``validate`` rejects bad values with messages a user can act on.
+9 blocks, loss weights 1/1/1. Every option is stated once, here: its type, default, command-line
+flag and help text (field metadata). ``sketchstudio-train``'s parser is generated from these fields,
+so a new option is a new field and nothing else. Values from a YAML/JSON file or a form are coerced
+per field type (``lr: 1e-4``, which YAML 1.1 reads as a string, works) and every bad value is a
+:class:`ConfigError` naming the key. ``validate`` then checks ranges with messages a user can act on.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,44 +22,94 @@ import yaml
 
 from sketchstudio.device import PRECISIONS
 from sketchstudio.errors import ConfigError
+from sketchstudio.models.student import UPSAMPLE_MODES
 
 TEACHER_NORMS = ("channel_mean", "none")
+#: how a student tap is compared with its target (a teacher tap, or the other student's tap):
+#: "mse"          the literal ||a − b||² / (C·H·W) of METHOD.md;
+#: "standardised" MSE after standardising every channel of both over its spatial positions
+#:                (compares where features fire, not how strongly: InstanceNorm+ReLU taps cannot
+#:                take the teacher's per-image channel scale, which left the literal term a floor);
+#: "cosine"       1 − cosine similarity of the channel vectors at each position, averaged;
+#: "regressor"    a learnable 1×1 conv on every student tap (FitNets hints), then MSE.
+TAP_COMPARES = ("mse", "standardised", "cosine", "regressor")
+REC_LOSSES = ("l2", "l1")
+#: "constant" the paper's; "linear": constant for the first half, then linear decay to 0 over the
+#: second half of the run (pix2pix / CycleGAN)
+LR_SCHEDULES = ("constant", "linear")
+
+
+def _opt(default: Any, flag: str | None, help: str = "", **arg: Any) -> Any:
+    """A config field with its command-line flag (``None``: not a flag) and help text."""
+    kw: dict[str, Any] = {"default_factory": default} if callable(default) else {"default": default}
+    return field(metadata={"flag": flag, "help": help, "arg": arg}, **kw)
 
 
 @dataclass
 class TrainConfig:
-    data_dir: str = ""
-    out_dir: str = "runs/default"
-    epochs: int = 200
-    image_size: int = 256
-    ngf: int = 64
-    n_blocks: int = 9
-    batch_size: int = 1
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    data_dir: str = _opt("", "--data", "paired folder: photos/ + sketches/ (same file names), a "
+                         "MANIFEST.tsv folder, or a flat folder of name.jpg + name-sz1.jpg")
+    out_dir: str = _opt("", "--out", "run folder for checkpoint.safetensors, "
+                        "losses.jsonl and config.yaml")
+    epochs: int = _opt(200, "--epochs", "passes over the training pairs")
+    image_size: int = _opt(256, "--size", "training image size (divisible by 4)")
+    ngf: int = _opt(64, "--ngf", "student width")
+    n_blocks: int = _opt(9, "--blocks", "SE residual blocks")
+    upsample: str = _opt("deconv", "--upsample", "decoder upsampling: deconv (the paper's "
+                         "transposed convs) or resize (nearest ×2 + conv, no checkerboard)",
+                         choices=UPSAMPLE_MODES)
+    batch_size: int = _opt(1, "--batch-size")
+    lr: float = _opt(2e-4, "--lr", "Adam learning rate")
+    lr_schedule: str = _opt("constant", "--lr-schedule", "constant, or linear: constant for the "
+                            "first half of the run, then linear decay to 0", choices=LR_SCHEDULES)
+    beta1: float = _opt(0.5, "--beta1", "Adam β1")
+    beta2: float = _opt(0.999, "--beta2", "Adam β2")
     #: weights of L_tea-stu, L_stu-stu, L_rec (set one to 0 for the paper's ablation)
-    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    loss_weights: tuple[float, float, float] = _opt(
+        (1.0, 1.0, 1.0), "--loss-weights", "tea-stu,stu-stu,rec weights, e.g. 0,0,1")
+    tap_compare: str = _opt("mse", "--tap-compare", "how student taps are compared with the "
+                            "teacher's: mse (literal), standardised, cosine, regressor",
+                            choices=TAP_COMPARES)
+    stu_compare: str = _opt("mse", "--stu-compare", "how G's and F's taps are compared with each "
+                            "other (regressor is not available here)",
+                            choices=tuple(c for c in TAP_COMPARES if c != "regressor"))
+    rec_loss: str = _opt("l2", "--rec-loss", "reconstruction distance: l2 (the paper's) or l1",
+                         choices=REC_LOSSES)
+    #: output-space texture terms through the frozen teacher (0 = off): Gram matrices (Gatys) and
+    #: feature distance (Johnson) between the teacher's taps of the output and of the target
+    style_weight: float = _opt(0.0, "--style-weight", "Gram-matrix texture loss on the output "
+                               "through the teacher (0 = off)")
+    perceptual_weight: float = _opt(0.0, "--perceptual-weight", "teacher feature distance "
+                                    "between output and target (0 = off)")
     #: "auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    teacher_path: str | None = None
-    teacher_norm: str = "channel_mean"
+    precision: str = _opt("auto", "--precision", choices=PRECISIONS)
+    device: str = _opt("auto", "--device", "auto | cpu | cuda | mps")
+    seed: int = _opt(0, "--seed")
+    teacher_path: str | None = _opt(None, "--teacher", "VGG-19 weights (.pth/.safetensors); else "
+                                    "$SKETCHSTUDIO_TEACHER or torchvision's")
+    teacher_norm: str = _opt("channel_mean", "--teacher-norm", choices=TEACHER_NORMS)
     #: images used to estimate the teacher's per-channel means (0 = all)
-    teacher_norm_samples: int = 64
+    teacher_norm_samples: int = _opt(64, "--teacher-norm-samples",
+                                     "images used for the teacher's channel means (0 = all)")
     #: random horizontal flips of each pair (a choice beyond the paper: faces are ~symmetric)
-    hflip: bool = True
+    hflip: bool = _opt(True, "--flip", "random horizontal flips of each pair (--no-flip: off)")
     #: decay of an exponential moving average of G's and F's weights, kept beside them in the
     #: checkpoint (0 = off). Batch-1 training leaves single checkpoints noisy: twelve checkpoints
     #: of the CUFS run scored 0.692–0.729 sketch FSIM (mean 0.712); averages of their weights
     #: scored 0.714–0.724 (MODEL_CARD.md). 0.999 averages ≈ the last 1,000 steps.
-    ema_decay: float = 0.0
-    checkpoint_every: int = 200
-    preview_every: int = 50
-    align: bool = False
-    split: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    ema_decay: float = _opt(0.0, "--ema-decay", "keep an exponential moving average of the "
+                            "weights, e.g. 0.999 (0 = off); export it with sketchstudio-export --ema")
+    checkpoint_every: int = _opt(200, "--checkpoint-every")
+    preview_every: int = _opt(50, "--preview-every")
+    #: validation pairs held out of the training pairs: a file of stems (one per line) or
+    #: "cufs" for the split shipped in trainer/splits/cufs_val.txt
+    val: str | None = _opt(None, "--val", "hold out these pairs for validation: a stems file "
+                           "or 'cufs' (the shipped CUFS split); scored every --val-every steps")
+    val_every: int = _opt(200, "--val-every", "steps between validation scores (with --val)")
+    align: bool = _opt(False, "--align", "align faces by eye centres (for unaligned sets)")
+    split: str | None = _opt(None, "--split", "with a MANIFEST.tsv folder: which rows, e.g. "
+                             "train or train,subset=cuhk")
+    extra: dict[str, Any] = _opt(dict, None)
 
     @property
     def w_tea(self) -> float:
@@ -70,9 +127,13 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
+        for f in fields(self):  # values set in code (GUI, tests) get the same type checks as files
+            setattr(self, f.name, coerce_field(f.name, getattr(self, f.name)))
         if not self.data_dir:
             bad("No training data folder given (--data DIR).")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
+        if not self.out_dir:
+            bad("No run folder given (--out DIR).")
+        if self.epochs < 1:
             bad(f"epochs must be a positive whole number, got {self.epochs!r}.")
         if self.image_size < 16 or self.image_size % 4:
             bad(f"image size must be divisible by 4 and at least 16 (e.g. 256), got {self.image_size}.")
@@ -88,19 +149,24 @@ class TrainConfig:
             bad(f"learning rate must be in (0, 1), got {self.lr}.")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             bad(f"Adam betas must be in [0, 1), got {self.beta1}, {self.beta2}.")
-        if len(self.loss_weights) != 3 or any(w < 0 for w in self.loss_weights):
+        if any(w < 0 for w in self.loss_weights):
             bad(f"loss weights must be three non-negative numbers (tea-stu, stu-stu, rec), got "
                 f"{self.loss_weights}.")
         if not any(self.loss_weights):
             bad("at least one loss weight must be positive.")
-        if self.precision not in PRECISIONS:
-            bad(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
-        if self.teacher_norm not in TEACHER_NORMS:
-            bad(f"teacher_norm must be one of {', '.join(TEACHER_NORMS)}, got {self.teacher_norm!r}.")
+        for name in ("style_weight", "perceptual_weight"):
+            if getattr(self, name) < 0:
+                bad(f"{name} must be ≥ 0 (0 = off), got {getattr(self, name)}.")
+        choices = {"precision": PRECISIONS, "teacher_norm": TEACHER_NORMS, "upsample": UPSAMPLE_MODES,
+                   "tap_compare": TAP_COMPARES, "rec_loss": REC_LOSSES, "lr_schedule": LR_SCHEDULES,
+                   "stu_compare": tuple(c for c in TAP_COMPARES if c != "regressor")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                bad(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
         if not 0 <= self.ema_decay < 1:
             bad(f"EMA decay must be in [0, 1) (0 = off; e.g. 0.999), got {self.ema_decay}.")
-        if self.checkpoint_every < 1 or self.preview_every < 1:
-            bad("checkpoint and preview intervals must be at least 1 step.")
+        if self.checkpoint_every < 1 or self.preview_every < 1 or self.val_every < 1:
+            bad("checkpoint, preview and validation intervals must be at least 1 step.")
         if self.teacher_norm_samples < 0:
             bad("teacher_norm_samples must be ≥ 0.")
         return self
@@ -113,38 +179,130 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping (a file, a checkpoint's metadata), coercing each value by type."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"Unknown config keys: {', '.join(unknown)}.")
-        d = dict(d)
-        if "loss_weights" in d:
-            d["loss_weights"] = tuple(float(w) for w in d["loss_weights"])
-        return cls(**d)
+        return cls(**coerce_fields(d))
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        p = Path(path)
-        try:
-            text = p.read_text()
-            d = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"Cannot read config '{p}': {exc}") from exc
-        if not isinstance(d, dict):
-            raise ConfigError(f"Config '{p}' must be a mapping of option: value.")
-        return cls.from_dict(d)
+        return cls.from_dict(read_config_file(path))
 
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=True)
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The option → value mapping of a YAML/JSON config file (values not yet coerced)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+        d = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"Cannot read config '{p}': {exc}") from exc
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"Config '{p}' must be a mapping of option: value.")
+    return d
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def field_types() -> dict[str, Any]:
+    """TrainConfig's field name → resolved type annotation (the source of every coercion)."""
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(TrainConfig))
+    return _HINTS
+
+
+def coerce_fields(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: coerce_field(k, v) for k, v in d.items()}
+
+
+def _whole(name: str, v: Any) -> int:
+    if isinstance(v, bool):
+        raise ConfigError(f"{name} must be a whole number, got {v!r}.")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{name} must be a whole number, got {v!r}.")
+
+
+def _number(name: str, v: Any) -> float:
+    if isinstance(v, bool):
+        raise ConfigError(f"{name} must be a number, got {v!r}.")
+    if isinstance(v, int | float):
+        out = float(v)
+    elif isinstance(v, str):
+        try:
+            out = float(v.strip())  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {v!r}.") from None
+    else:
+        raise ConfigError(f"{name} must be a number, got {v!r}.")
+    if not math.isfinite(out):
+        raise ConfigError(f"{name} must be a finite number, got {v!r}.")
+    return out
+
+
+def _flag(name: str, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return v.strip().lower() in ("true", "yes", "on", "1")
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    raise ConfigError(f"{name} must be true or false, got {v!r}.")
+
+
 def parse_loss_weights(text: str) -> tuple[float, float, float]:
     """'1,1,1' -> (1.0, 1.0, 1.0) with a clear error for anything else."""
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        vals = tuple(float(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"--loss-weights takes three numbers like 1,1,1; got '{text}'.") from None
-    if len(vals) != 3:
-        raise ConfigError(f"--loss-weights takes three numbers (tea-stu, stu-stu, rec); got '{text}'.")
-    return vals  # type: ignore[return-value]
+    return coerce_field("loss_weights", text)
+
+
+def coerce_field(name: str, v: Any) -> Any:
+    """``v`` as the type of TrainConfig field ``name``, or a ConfigError that names the key."""
+    typ = field_types().get(name)
+    if typ is None:
+        raise ConfigError(f"Unknown config key: {name}.")
+    optional = isinstance(typ, types.UnionType) and type(None) in typing.get_args(typ)
+    if optional:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    if typ is int:
+        return _whole(name, v)
+    if typ is float:
+        return _number(name, v)
+    if typ is bool:
+        return _flag(name, v)
+    if typ is str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{name} must be text, got {v!r}.")
+        return v
+    if typing.get_origin(typ) is tuple:  # loss_weights
+        parts = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
+        if not isinstance(parts, list | tuple) or len(parts) != len(typing.get_args(typ)):
+            raise ConfigError(f"{name} takes three numbers (tea-stu, stu-stu, rec) like 1,1,1; "
+                              f"got {v!r}.")
+        return tuple(_number(name, p) for p in parts)
+    if typing.get_origin(typ) is dict:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{name} must be a mapping, got {v!r}.")
+        return dict(v)
+    raise ConfigError(f"{name}: unsupported type {typ}.")  # pragma: no cover - a new field's type
+
+
+def field_default(name: str) -> Any:
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,12 +189,15 @@ class PairedFolder(Dataset):
     Images are decoded once, resized to ``size`` and kept as uint8 (0.2 MB per pair at 256²), so
     epochs after the first cost no decoding and a corrupt file fails before training starts.
     ``transform`` (e.g. face alignment) maps each decoded RGB image before resizing.
+    ``exclude_stems``: pairs held out (the validation split); ``scan`` still lists every pair.
     """
 
     def __init__(self, root: str | Path, size: int = 256, split: str | None = None,
-                 transform: Callable[[np.ndarray, str], np.ndarray] | None = None) -> None:
+                 transform: Callable[[np.ndarray, str], np.ndarray] | None = None,
+                 exclude_stems: Collection[str] = ()) -> None:
         scan = scan_pairs(root, split)
-        self.pairs = scan.require_ok("Training")
+        held_out = set(exclude_stems)
+        self.pairs = [p for p in scan.require_ok("Training") if p.stem not in held_out]
         self.scan, self.size = scan, size
         self._cache: list[tuple[np.ndarray, np.ndarray]] = []
         problems: list[str] = []

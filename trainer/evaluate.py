@@ -22,7 +22,7 @@ from sketchstudio.fsutil import atomic_write_json, ensure_writable_dir
 from sketchstudio.imaging import load_image, save_image
 from sketchstudio.metrics.fsim import fsim_gray
 
-from .data import scan_pairs
+from .data import Pair, scan_pairs
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,23 @@ class EvalResult:
     model: str = ""
     step: int = 0
 
+    @property
+    def mean_fsim(self) -> float:
+        """The one number checkpoints are chosen by: the mean of both directions."""
+        return (self.photo_fsim + self.sketch_fsim) / 2
+
+    def subsets(self) -> dict[str, dict[str, float]]:
+        """Means per subset (the stem's prefix before '_': cuhk / ar / xm2vts in CUFS)."""
+        groups: dict[str, list[dict[str, float]]] = {}
+        for stem, v in self.per_image.items():
+            groups.setdefault(subset_of(stem), []).append(v)
+        return {name: {k: statistics.fmean(r[k] for r in rows) for k in rows[0]} | {"n": len(rows)}
+                for name, rows in sorted(groups.items())}
+
     def as_dict(self) -> dict[str, object]:
         return {"photo_fsim": self.photo_fsim, "sketch_fsim": self.sketch_fsim,
                 "input_fsim": self.input_fsim, "n_pairs": self.n_pairs, "model": self.model, "step": self.step,
-                "per_image": self.per_image}
+                "subsets": self.subsets(), "per_image": self.per_image}
 
     def table(self) -> str:
         floor = f"{self.input_fsim:.4f}"
@@ -53,11 +66,23 @@ class EvalResult:
         return "\n".join(lines) + f"\n{self.n_pairs} pairs, model {self.model} (step {self.step})"
 
 
-def evaluate(model: str | Path | Translator, data_dir: str | Path, out_dir: str | Path | None = None,
-             split: str | None = None, device: str = "auto",
-             progress: Callable[[int, int], None] | None = None) -> EvalResult:
-    """Translate every pair both ways, score FSIM, optionally write outputs + metrics.json."""
-    pairs = scan_pairs(data_dir, split).require_ok("Test")
+def subset_of(stem: str) -> str:
+    """CUFS stems start with their source (``cuhk_f-005-01``, ``ar_003``, ``xm2vts_002``)."""
+    return stem.split("_", 1)[0] if "_" in stem else "all"
+
+
+def evaluate(model: str | Path | Translator, data_dir: str | Path | None,
+             out_dir: str | Path | None = None, split: str | None = None, device: str = "auto",
+             progress: Callable[[int, int], None] | None = None,
+             pairs: list[Pair] | None = None) -> EvalResult:
+    """Translate every pair both ways, score FSIM, optionally write outputs + metrics.json.
+
+    ``pairs`` scores these pairs instead of scanning ``data_dir`` (the trainer's validation split).
+    """
+    if pairs is None:
+        if data_dir is None:
+            raise ValueError("evaluate needs data_dir or pairs")
+        pairs = scan_pairs(data_dir, split).require_ok("Test")
     tr = model if isinstance(model, Translator) else Translator(model, device=device, precision="fp32")
     out = ensure_writable_dir(out_dir) if out_dir else None
     if out:

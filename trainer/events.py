@@ -48,6 +48,20 @@ class EpochEvent(TrainEvent):
 
 
 @dataclass
+class ValEvent(TrainEvent):
+    """Validation FSIM at ``step`` (fp32, held-out pairs); ``best`` if it is the best so far."""
+
+    photo_fsim: float
+    sketch_fsim: float
+    subsets: dict[str, dict[str, float]] = field(default_factory=dict)
+    best: bool = False
+
+    @property
+    def mean_fsim(self) -> float:
+        return (self.photo_fsim + self.sketch_fsim) / 2
+
+
+@dataclass
 class CheckpointEvent(TrainEvent):
     path: str
 

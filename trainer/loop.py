@@ -48,14 +48,16 @@ from .events import (
     StepEvent,
     TrainControl,
     TrainEvent,
+    ValEvent,
 )
 from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_objective
+from .validation import BEST_FILE, VAL_LOG, read_stems, split_pairs
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LOSS_LOG = "losses.jsonl"
-_ARCH_KEYS = ("ngf", "n_blocks", "image_size")
+_ARCH_KEYS = ("ngf", "n_blocks", "image_size", "upsample")
 
 
 @dataclass
@@ -126,14 +128,18 @@ class Trainer:
         ensure_writable_dir(self.out_dir)
         self.device = pick_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
+        val_stems = read_stems(cfg.val) if cfg.val else []
         self.data = PairedFolder(cfg.data_dir, cfg.image_size, split=cfg.split,
-                                 transform=self._align_transform() if cfg.align else None)
+                                 transform=self._align_transform() if cfg.align else None,
+                                 exclude_stems=val_stems)
+        self.val_pairs = split_pairs(self.data.scan.pairs, val_stems, cfg.val).val if cfg.val else []
         self.teacher: VGGTeacher = load_teacher(cfg.teacher_path, device=self.device)
         torch.manual_seed(cfg.seed)
-        self.G = StudentNet(cfg.ngf, cfg.n_blocks).to(self.device)
-        self.F = StudentNet(cfg.ngf, cfg.n_blocks).to(self.device)
-        self.adapt_g = make_adapters(G_TEACHER_PAIRS, cfg.ngf).to(self.device)
-        self.adapt_f = make_adapters(F_TEACHER_PAIRS, cfg.ngf).to(self.device)
+        self.G = StudentNet(cfg.ngf, cfg.n_blocks, upsample=cfg.upsample).to(self.device)
+        self.F = StudentNet(cfg.ngf, cfg.n_blocks, upsample=cfg.upsample).to(self.device)
+        regress = cfg.tap_compare == "regressor"
+        self.adapt_g = make_adapters(G_TEACHER_PAIRS, cfg.ngf, every_tap=regress).to(self.device)
+        self.adapt_f = make_adapters(F_TEACHER_PAIRS, cfg.ngf, every_tap=regress).to(self.device)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam([*self.G.parameters(), *self.adapt_g.parameters()],
                                       lr=cfg.lr, betas=betas)
@@ -144,7 +150,9 @@ class Trainer:
         self.ema = {name: AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
                     for name, net in (("G", self.G), ("F", self.F))} if cfg.ema_decay else {}
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.weights = LossWeights(cfg.w_tea, cfg.w_stu, cfg.w_rec)
+        self.weights = LossWeights(cfg.w_tea, cfg.w_stu, cfg.w_rec, style=cfg.style_weight,
+                                   perceptual=cfg.perceptual_weight, tap_compare=cfg.tap_compare,
+                                   stu_compare=cfg.stu_compare, rec_loss=cfg.rec_loss)
         self.n = len(self.data)
         self.data_desc = self.data.describe()
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
@@ -167,6 +175,8 @@ class Trainer:
         with atomic_write(self.out_dir / "config.yaml", "w") as fh:
             fh.write(cfg.dump_yaml())
         self._truncate_loss_log()
+        self._truncate_log(VAL_LOG)
+        self.best_val = self._best_so_far()
 
     def _align_transform(self):
         """Face alignment with crops cached on disk (next to the data, else in the run folder)."""
@@ -178,7 +188,7 @@ class Trainer:
         """Load weights (and optimizer/RNG state); returns whether teacher scales were restored."""
         ckpt = read_checkpoint(path)
         m = ckpt.meta
-        mine = {"ngf": self.cfg.ngf, "n_blocks": self.cfg.n_blocks, "image_size": self.cfg.image_size}
+        mine = {k: getattr(self.cfg, k) for k in _ARCH_KEYS}
         theirs = {k: getattr(m, k) for k in _ARCH_KEYS}
         if mine != theirs:
             raise ConfigError(f"Checkpoint '{path}' was trained with {theirs}, but this run asks for "
@@ -244,13 +254,85 @@ class Trainer:
         return means
 
     def _truncate_loss_log(self) -> None:
-        path = self.out_dir / LOSS_LOG
+        self._truncate_log(LOSS_LOG)
+
+    def _truncate_log(self, name: str) -> None:
+        """Drop rows of a JSON-lines log written after the step the run (re)starts from."""
+        path = self.out_dir / name
         if not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        keep = []
+        for ln in path.read_text().splitlines():
+            try:
+                if ln.strip() and json.loads(ln).get("step", 0) <= self.step:
+                    keep.append(ln)
+            except json.JSONDecodeError:
+                log.warning("%s: dropped an unreadable line (torn by a crash?)", path)
         with atomic_write(path, "w") as fh:
             fh.write("".join(ln + "\n" for ln in keep))
+
+    def _best_so_far(self) -> dict | None:
+        """The best validation score kept so far: read from best.safetensors itself, so a crash
+        between writing it and the next checkpoint cannot lose or fake it."""
+        path = self.out_dir / BEST_FILE
+        if not (self.val_pairs and path.is_file()):
+            return None
+        try:
+            val = read_checkpoint(path, check_finite=False).meta.metrics.get("val")
+        except SketchStudioError as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+            return None
+        return val if isinstance(val, dict) and "mean_fsim" in val else None
+
+    def _apply_lr_schedule(self) -> None:
+        """``lr_schedule: linear``: constant for the first half of the run, then linear decay to 0
+        over the second half (pix2pix / CycleGAN); a function of the step, so resume-exact."""
+        if self.cfg.lr_schedule != "linear":
+            return
+        half = self.total_steps / 2
+        factor = 1.0 if self.step < half else max(0.0, (self.total_steps - self.step) / half)
+        for opt in (self.opt_g, self.opt_f):
+            for g in opt.param_groups:
+                g["lr"] = self.cfg.lr * factor
+
+    def _inference_checkpoint(self) -> Checkpoint:
+        """G, F and the teacher scales as an in-memory model, for the one translation path."""
+        tensors = (student_tensors("G", self.G) | student_tensors("F", self.F)
+                   | {f"teacher_scale.{t}": s.cpu() for t, s in self.teacher.channel_scales.items()})
+        meta = ModelMeta(ngf=self.cfg.ngf, n_blocks=self.cfg.n_blocks, image_size=self.cfg.image_size,
+                         upsample=self.cfg.upsample, step=self.step,
+                         epoch=self.step // self.steps_per_epoch, train_config=self.cfg.to_dict(),
+                         data=self.data_desc)
+        return Checkpoint(tensors={k: v.detach().cpu().clone() for k, v in tensors.items()}, meta=meta,
+                          path=self.out_dir / f"step-{self.step}")
+
+    def validate(self) -> ValEvent:
+        """Score FSIM both ways on the validation pairs (fp32, through the app's translation
+        path), log it to val.jsonl and keep best.safetensors by the mean of the two."""
+        from sketchstudio.engine import Translator
+
+        from .evaluate import evaluate
+
+        t0 = time.perf_counter()
+        ckpt = self._inference_checkpoint()
+        tr = Translator(ckpt, device=str(self.device), precision="fp32")
+        res = evaluate(tr, None, pairs=self.val_pairs)
+        row = {"step": self.step, "photo_fsim": res.photo_fsim, "sketch_fsim": res.sketch_fsim,
+               "mean_fsim": res.mean_fsim, "input_fsim": res.input_fsim, "n": res.n_pairs,
+               "subsets": res.subsets()}
+        best = self.best_val is None or res.mean_fsim > self.best_val["mean_fsim"]
+        if best:
+            ckpt.meta.metrics = {"val": row}
+            save_checkpoint(self.out_dir / BEST_FILE, ckpt.tensors, ckpt.meta)
+            self.best_val = row
+        with open(self.out_dir / VAL_LOG, "a") as fh:
+            fh.write(json.dumps(row | {"best": best}) + "\n")
+        log.info("validation at step %d: photo %.4f, sketch %.4f%s (%.0f s)", self.step,
+                 res.photo_fsim, res.sketch_fsim, " (best)" if best else "", time.perf_counter() - t0)
+        event = ValEvent(step=self.step, photo_fsim=res.photo_fsim, sketch_fsim=res.sketch_fsim,
+                         subsets=row["subsets"], best=best)
+        self._emit(event)
+        return event
 
     # ------------------------------------------------------------------------------------------
     def _epoch_plan(self, epoch: int) -> tuple[list[int], list[bool]]:
@@ -291,12 +373,14 @@ class Trainer:
             tp, ts = self.teacher(x), self.teacher(y)
             out_g, taps_g = self.G(x, return_taps=True)
             out_f, taps_f = self.F(y, return_taps=True)
+            feats_g = self.teacher.forward_with_grad(out_g) if w.needs_output_features else None
             loss_g, rep_g = student_objective(out_g, y, taps_g, taps_f, tp, ts,
-                                              G_TEACHER_PAIRS, True, w, self.adapt_g)
+                                              G_TEACHER_PAIRS, True, w, self.adapt_g, feats_g)
         self._update(self.opt_g, loss_g)
         with self._autocast():
+            feats_f = self.teacher.forward_with_grad(out_f) if w.needs_output_features else None
             loss_f, rep_f = student_objective(out_f, x, taps_f, taps_g, tp, ts,
-                                              F_TEACHER_PAIRS, False, w, self.adapt_f)
+                                              F_TEACHER_PAIRS, False, w, self.adapt_f, feats_f)
         self._update(self.opt_f, loss_f)
         for name, avg in self.ema.items():
             avg.update_parameters(getattr(self, name))
@@ -345,7 +429,7 @@ class Trainer:
         if self.ema:
             extra["ema"] = {"decay": cfg.ema_decay, "updates": int(self.ema["G"].n_averaged)}
         meta = ModelMeta(ngf=cfg.ngf, n_blocks=cfg.n_blocks, image_size=cfg.image_size,
-                         step=self.step, epoch=self.step // self.steps_per_epoch,
+                         upsample=cfg.upsample, step=self.step, epoch=self.step // self.steps_per_epoch,
                          train_config=cfg.to_dict(), data=self.data_desc, extra=extra)
         path = save_checkpoint(self.ckpt_path, tensors, meta)
         self._emit(CheckpointEvent(step=self.step, path=str(path)))
@@ -382,6 +466,7 @@ class Trainer:
                     break
                 epoch, i = divmod(self.step, self.steps_per_epoch)
                 t0 = time.perf_counter()
+                self._apply_lr_schedule()
                 x, y = self._batch(epoch, i)
                 losses = self.train_step(x, y)
                 self.step += 1
@@ -404,10 +489,14 @@ class Trainer:
                     self._emit(EpochEvent(step=self.step, epoch=epoch,
                                           mean_losses={k: v / epoch_count for k, v in epoch_sums.items()}))
                     epoch_sums, epoch_count = {}, 0
+                if self.val_pairs and self.step % cfg.val_every == 0 and self.step < self.total_steps:
+                    self.validate()
                 if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save()
         finally:
             log_fh.close()
+        if self.val_pairs and not ctl.cancelled and self.step == self.total_steps:
+            self.validate()
         path = self.save()
         cancelled = self.step < self.total_steps
         self._emit(DoneEvent(step=self.step, path=str(path), cancelled=cancelled))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ class TrainPanel(QWidget):
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._base_config: Any = None  # the resumed run's TrainConfig (see set_config)
         self.ctx = ctx
         self.worker: TrainWorker | None = None
         self.thread: Any = None
@@ -381,8 +383,11 @@ class TrainPanel(QWidget):
             from sketchstudio.errors import ConfigError
 
             raise ConfigError("Choose an output folder for the run.")
-        cfg = TrainConfig(
-            data_dir=self.data_field.text(), out_dir=out, epochs=self.epochs.value(),
+        # options the form does not show (flips, tap comparison, texture weights, …) keep the
+        # values of the run being resumed, or the dataclass defaults
+        base = self._base_config if self._base_config is not None else TrainConfig()
+        cfg = replace(
+            base, data_dir=self.data_field.text(), out_dir=out, epochs=self.epochs.value(),
             image_size=self.image_size.value(), ngf=self.ngf.value(), n_blocks=self.n_blocks.value(),
             precision=self.precision.currentText(),
             loss_weights=(self.w_tea.value(), self.w_stu.value(), self.w_rec.value()),
@@ -392,7 +397,9 @@ class TrainPanel(QWidget):
         return cfg.validate()
 
     def set_config(self, cfg: Any) -> None:
-        """Fill the form from a TrainConfig (used when resuming a run)."""
+        """Fill the form from a TrainConfig (used when resuming a run); options the form does
+        not show are kept and reach :meth:`config` unchanged."""
+        self._base_config = replace(cfg)
         self.data_field.set_text(str(cfg.data_dir), emit=False)
         self.out_field.set_text(str(cfg.out_dir), emit=False)
         self.epochs.setValue(int(cfg.epochs))

@@ -12,10 +12,24 @@ from torch import nn
 
 #: Tap names in forward order; the knowledge-transfer pairing tables refer to these.
 TAP_NAMES: tuple[str, ...] = ("IC", "DC1", "DC2", "Block", "UC1", "UC2")
+#: "deconv": the paper's k3 s2 transposed convolutions; "resize": nearest ×2 then a k3 conv
+#: (Odena et al., "Deconvolution and checkerboard artifacts", 2016): every output pixel gets the
+#: same number of kernel taps, so the stride-2 grid cannot appear in the outputs.
+UPSAMPLE_MODES: tuple[str, ...] = ("deconv", "resize")
 
 
 def _norm_relu(channels: int) -> list[nn.Module]:
     return [nn.InstanceNorm2d(channels), nn.ReLU(inplace=True)]
+
+
+def _upsample(c_in: int, c_out: int, mode: str) -> list[nn.Module]:
+    """×2 upsampling stage (without its norm): transposed conv or resize-then-convolve."""
+    if mode == "deconv":
+        return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)]
+    if mode == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                nn.Conv2d(c_in, c_out, 3)]
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}")
 
 
 class SqueezeExcite(nn.Module):
@@ -59,22 +73,18 @@ class StudentNet(nn.Module):
     """Encoder / SE-residual / decoder generator with named intermediate taps."""
 
     def __init__(self, ngf: int = 64, n_blocks: int = 9, in_channels: int = 3,
-                 out_channels: int = 3) -> None:
+                 out_channels: int = 3, upsample: str = "deconv") -> None:
         super().__init__()
         if ngf < 1 or n_blocks < 0:
             raise ValueError(f"ngf must be ≥ 1 and n_blocks ≥ 0 (got ngf={ngf}, n_blocks={n_blocks})")
-        self.ngf, self.n_blocks = ngf, n_blocks
+        self.ngf, self.n_blocks, self.upsample = ngf, n_blocks, upsample
         self.IC = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), *_norm_relu(ngf))
         self.DC1 = nn.Sequential(nn.Conv2d(ngf, ngf * 2, 3, stride=2, padding=1), *_norm_relu(ngf * 2))
         self.DC2 = nn.Sequential(nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1),
                                  *_norm_relu(ngf * 4))
         self.Block = nn.Sequential(*[SEResBlock(ngf * 4) for _ in range(n_blocks)])
-        self.UC1 = nn.Sequential(
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 3, stride=2, padding=1, output_padding=1),
-            *_norm_relu(ngf * 2))
-        self.UC2 = nn.Sequential(
-            nn.ConvTranspose2d(ngf * 2, ngf, 3, stride=2, padding=1, output_padding=1),
-            *_norm_relu(ngf))
+        self.UC1 = nn.Sequential(*_upsample(ngf * 4, ngf * 2, upsample), *_norm_relu(ngf * 2))
+        self.UC2 = nn.Sequential(*_upsample(ngf * 2, ngf, upsample), *_norm_relu(ngf))
         self.OC = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh())
         self.reset_parameters()
 

@@ -89,6 +89,9 @@ class VGGTeacher(nn.Module):
 
     @torch.no_grad()
     def forward_raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._raw(x)
+
+    def _raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = ((x + 1.0) * 0.5 - self.mean) / self.std
         out: dict[str, torch.Tensor] = {}
         last = _TAP_INDEX["relu3_1"]
@@ -102,7 +105,15 @@ class VGGTeacher(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        raw = self.forward_raw(x)
+        """Scaled taps of a real photo or sketch: targets, computed without autograd."""
+        return self._scaled(self.forward_raw(x))
+
+    def forward_with_grad(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scaled taps with autograd through ``x`` (the weights stay frozen): for loss terms on a
+        student's *output* (texture/perceptual), whose gradient must reach the student."""
+        return self._scaled(self._raw(x))
+
+    def _scaled(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {t: raw[t] / getattr(self, f"scale_{t}").view(1, -1, 1, 1).to(raw[t].dtype)
                 for t in TEACHER_TAPS}
 

@@ -1,0 +1,34 @@
+"""Small helpers every command-line front end shares (argparse value types, logging set-up).
+
+They live in the core so that ``sketchstudio-translate``, ``sketchstudio-train``, the ablation/study
+runner and the match CLI parse numbers and report errors the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1, with the message a user can act on."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def image_size(text: str) -> int:
+    """argparse type: a training/translation size the students accept (divisible by 4, ≥ 16)."""
+    v = positive_int(text)
+    if v % 4 or v < 16:
+        raise argparse.ArgumentTypeError(f"must be divisible by 4 and at least 16 (e.g. 256), got {v}")
+    return v
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")

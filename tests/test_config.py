@@ -1,0 +1,157 @@
+"""The one config path: TrainConfig fields → flags, files and defaults, flag > file > default."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+
+import pytest
+import yaml
+
+from sketchstudio.errors import ConfigError
+from trainer import cli
+from trainer.config import TrainConfig, coerce_field, field_default
+
+#: a non-default value for every field that has a flag (a new field must be added here)
+NON_DEFAULT = {
+    "data_dir": "pairs", "out_dir": "runs/x", "epochs": 7, "image_size": 64, "ngf": 8, "n_blocks": 2,
+    "upsample": "resize", "batch_size": 2, "lr": 1e-4, "lr_schedule": "linear", "beta1": 0.6,
+    "beta2": 0.99, "loss_weights": (0.0, 0.0, 1.0), "tap_compare": "standardised",
+    "stu_compare": "cosine", "rec_loss": "l1", "style_weight": 0.5, "perceptual_weight": 0.25,
+    "precision": "fp32", "device": "cpu", "seed": 5, "teacher_path": "/t/vgg.pth",
+    "teacher_norm": "none", "teacher_norm_samples": 3, "hflip": False, "ema_decay": 0.99,
+    "checkpoint_every": 9, "preview_every": 11, "val": "cufs", "val_every": 13, "align": True,
+    "split": "train",
+}
+
+
+def test_every_field_is_a_flag_or_declared_not_one():
+    flagged = {f.name for f in fields(TrainConfig) if f.metadata.get("flag")}
+    assert flagged == set(NON_DEFAULT)
+    assert {f.name for f in fields(TrainConfig)} - flagged == {"extra"}
+    for name, value in NON_DEFAULT.items():
+        assert value != field_default(name), name
+
+
+def test_every_field_given_only_in_a_file_reaches_the_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v
+                                    for k, v in NON_DEFAULT.items()}))
+    _, cfg = cli.parse_train_args(["--config", str(path)])
+    for name, value in NON_DEFAULT.items():
+        assert getattr(cfg, name) == value, name
+
+
+def test_a_flag_beats_the_file_even_when_it_equals_the_default(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data_dir: d\nout_dir: o\nlr: 1e-4\nseed: 5\nhflip: false\nloss_weights: [0, 0, 1]\n")
+    _, cfg = cli.parse_train_args(["--config", str(path), "--lr", "0.0002", "--seed", "0", "--flip",
+                                   "--loss-weights", "1,1,1"])
+    assert (cfg.lr, cfg.seed, cfg.hflip, cfg.loss_weights) == (2e-4, 0, True, (1.0, 1.0, 1.0))
+    _, cfg = cli.parse_train_args(["--config", str(path)])
+    assert (cfg.lr, cfg.seed, cfg.hflip, cfg.loss_weights) == (1e-4, 5, False, (0.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("text,key,value", [
+    ("lr: 1e-4", "lr", 1e-4),              # YAML 1.1 reads this as the string "1e-4"
+    ('image_size: "64"', "image_size", 64),
+    ('loss_weights: "0,0.5,1"', "loss_weights", (0.0, 0.5, 1.0)),
+    ("hflip: no", "hflip", False),
+    ("teacher_path: null", "teacher_path", None),
+])
+def test_file_values_are_coerced_by_field_type(tmp_path, text, key, value):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data_dir: d\nout_dir: o\n{text}\n")
+    assert getattr(TrainConfig.load(path).validate(), key) == value
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("ngf: null", "ngf must be a whole number"),
+    ("epochs: 2.5", "epochs must be a whole number"),
+    ("lr: fast", "lr must be a number"),
+    ("lr: .nan", "lr must be a finite number"),
+    ("loss_weights: [1, 1]", "loss_weights takes three numbers"),
+    ("hflip: maybe", "hflip must be true or false"),
+    ("ngf: true", "ngf must be a whole number"),
+    ("upsample: bilinear", "upsample must be one of deconv, resize"),
+    ("colour: red", "Unknown config keys: colour"),
+])
+def test_bad_file_values_name_the_key(tmp_path, capsys, text, msg):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data_dir: d\nout_dir: o\n{text}\n")
+    with pytest.raises(ConfigError, match=msg):
+        TrainConfig.load(path).validate()
+    assert _exit_code(["--config", str(path)]) == 2  # the CLI stops with the same message
+    assert msg in capsys.readouterr().err
+
+
+def _exit_code(argv: list[str]) -> int:
+    """train_main's status, whether argparse (SystemExit) or the config check (return) stopped it."""
+    try:
+        return cli.train_main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def test_bad_file_value_exits_2_with_the_message(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("data_dir: d\nout_dir: o\nngf: null\n")
+    with pytest.raises(SystemExit) as ei:
+        cli.train_main(["--config", str(path)])
+    assert ei.value.code == 2
+    assert "ngf must be a whole number" in capsys.readouterr().err
+
+
+def test_values_set_in_code_are_checked_too():
+    with pytest.raises(ConfigError, match="ngf must be a whole number"):
+        TrainConfig(data_dir="d", out_dir="o", ngf="wide").validate()  # type: ignore[arg-type]
+    assert TrainConfig(data_dir="d", out_dir="o", lr="2e-4").validate().lr == 2e-4  # type: ignore[arg-type]
+    assert coerce_field("loss_weights", [1, 0, "1"]) == (1.0, 0.0, 1.0)
+
+
+def test_no_output_folder_is_an_error(capsys):
+    assert cli.train_main(["--data", "x"]) == 2
+    assert "No run folder given (--out DIR)" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_runs_settings(tiny_pairs, tmp_path, random_teacher, caplog):
+    run = tmp_path / "run"
+    first = ["--data", str(tiny_pairs), "--out", str(run), "--teacher", str(random_teacher),
+             "--size", "32", "--ngf", "4", "--blocks", "1", "--epochs", "1", "--precision", "fp32",
+             "--device", "cpu", "--no-flip", "--loss-weights", "0,1,1", "--teacher-norm", "none",
+             "--ema-decay", "0.5", "--rec-loss", "l1", "--upsample", "resize"]
+    assert cli.train_main(first) == 0
+    with caplog.at_level(logging.WARNING, logger="sketchstudio"):
+        _, cfg = cli.parse_train_args(["--out", str(run), "--resume", "--epochs", "2"])
+    assert (cfg.hflip, cfg.loss_weights, cfg.teacher_norm, cfg.ema_decay, cfg.rec_loss,
+            cfg.upsample, cfg.ngf, cfg.data_dir) == (False, (0.0, 1.0, 1.0), "none", 0.5, "l1",
+                                                    "resize", 4, str(tiny_pairs))
+    assert cfg.epochs == 2
+    assert "resume: epochs changed from 1" in caplog.text
+    assert cli.train_main(["--out", str(run), "--resume", "--epochs", "2"]) == 0
+    saved = TrainConfig.load(run / "config.yaml")
+    assert (saved.hflip, saved.loss_weights, saved.ema_decay, saved.epochs) == (False, (0.0, 1.0, 1.0),
+                                                                                0.5, 2)
+
+
+def test_gui_form_keeps_options_it_does_not_show(qtbot, tmp_path):
+    from sketchstudio.gui.context import AppContext
+    from sketchstudio.gui.settings import Settings
+    from sketchstudio.gui.train_panel import TrainPanel
+
+    ctx = AppContext(Settings.at(tmp_path / "s.ini"))
+    tp = TrainPanel(ctx)
+    qtbot.addWidget(tp)
+    try:
+        _check_hidden_options_kept(tp, tmp_path)
+    finally:
+        ctx.shutdown()
+
+
+def _check_hidden_options_kept(tp, tmp_path) -> None:
+    cfg = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), hflip=False,
+                      tap_compare="cosine", style_weight=0.3, split="train", ngf=8)
+    tp.set_config(cfg)  # as when resuming a run from its config.yaml
+    back = tp.config()
+    assert (back.hflip, back.tap_compare, back.style_weight, back.split, back.ngf) == (
+        False, "cosine", 0.3, "train", 8)
