@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .device import PRECISIONS
-from .errors import ConfigError, NoFaceFoundError, SketchStudioError
+from .errors import ConfigError, DiskFullError, ImageError, NoFaceFoundError, SketchStudioError
 from .fsutil import output_dir
-from .imaging import is_image_path, load_image, looks_like_sketch, save_image
+from .imaging import check_image_file, is_image_path, load_image, looks_like_sketch, save_image
+from .outputs import OutputNamer, split_earlier_outputs
 
 if TYPE_CHECKING:  # the engine pulls in torch; the CLI imports it only once its flags are valid
     from .engine import Translator
@@ -21,22 +23,57 @@ Eyes = tuple[tuple[float, float], tuple[float, float]]
 DIRECTION_CHOICES = ("auto", "photo2sketch", "sketch2photo")
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files as given, folders expanded to their images (sorted); returns (files, problems)."""
+def expand_inputs(inputs: list[str], out_dir: str | Path | None = None
+                  ) -> tuple[list[Path], list[str], list[str]]:
+    """Files as given, folders expanded to their images (sorted); returns (files, problems, notes).
+
+    A file given twice (or reached through two folders or a link) is translated once. Images in a
+    folder that is also the output folder and that SketchStudio wrote there earlier are not
+    translated again (naming such a file explicitly still translates it).
+    """
     files: list[Path] = []
     problems: list[str] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+
+    def add(q: Path) -> None:
+        key = os.path.normcase(os.path.realpath(q))
+        if key in seen:
+            notes.append(f"{q}: given more than once; translated once")
+            return
+        seen.add(key)
+        files.append(q)
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and is_image_path(q))
-            if not found:
+            entries = sorted(q for q in p.iterdir() if is_image_path(q))
+            found: list[Path] = []
+            for q in entries:
+                try:
+                    check_image_file(q)
+                except ImageError as exc:
+                    problems.append(f"{q}: {exc}")
+                    continue
+                found.append(q)
+            if out_dir is not None:
+                found, earlier = split_earlier_outputs(found, out_dir)
+                if earlier:
+                    notes.append(f"{p}: {len(earlier)} image(s) written there earlier by SketchStudio "
+                                 "were not translated again (name them to translate them)")
+            if not found and not entries:
                 problems.append(f"{p}: folder holds no images")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            problems.append(f"{p}: no such file or folder")
-    return files, problems
+            for q in found:
+                add(q)
+            continue
+        try:
+            check_image_file(p)
+        except ImageError as exc:
+            msg = str(exc)
+            problems.append(f"{p}: no such file or folder" if "not found" in msg else f"{p}: {msg}")
+            continue
+        add(p)
+    return files, problems, notes
 
 
 def parser() -> argparse.ArgumentParser:
@@ -79,9 +116,12 @@ def parse_eyes(text: str) -> Eyes:
 
 def _translate_each(files: list[Path], out_dir: Path, translator: Translator,
                     args: argparse.Namespace, eyes: Eyes | None,
-                    problems: list[str]) -> tuple[int, int, list[str]]:
+                    problems: list[str]) -> tuple[int, int, list[str], list[str]]:
     """Translate and save each file; a file that fails is added to ``problems`` and the rest go
-    on. Returns (images written, images without a face, notes)."""
+    on, except when the disk is full: then the batch stops (every further write would fail too).
+    Outputs get distinct names that never replace an input or a file SketchStudio did not write
+    (:class:`~sketchstudio.outputs.OutputNamer`). Returns (images written, images without a face,
+    notes, notes about renamed outputs)."""
     from tqdm import tqdm
 
     from .engine import PHOTO2SKETCH, SKETCH2PHOTO
@@ -89,7 +129,9 @@ def _translate_each(files: list[Path], out_dir: Path, translator: Translator,
 
     written = no_face = 0
     notes: list[str] = []
-    for f in tqdm(files, unit="img", disable=len(files) < 2):
+    renamed: list[str] = []
+    namer = OutputNamer(out_dir, files)
+    for i, f in enumerate(tqdm(files, unit="img", disable=len(files) < 2)):
         try:
             img = load_image(f)
             direction = args.direction
@@ -105,14 +147,25 @@ def _translate_each(files: list[Path], out_dir: Path, translator: Translator,
             out = result.output
             if aligned is not None and args.paste_back:
                 out = paste_back(img, out, aligned.matrix)
-            save_image(out, out_dir / f"{f.stem}.{args.format}")
+            claim = namer.claim(f, "sketch" if direction == PHOTO2SKETCH else "photo", args.format)
+            save_image(out, claim.path)
             written += 1
+            if claim.note:
+                renamed.append(claim.note)
         except NoFaceFoundError as exc:
             no_face += 1
             problems.append(f"{f}: {exc}")
+        except DiskFullError as exc:
+            left = len(files) - i - 1
+            problems.append(f"{f}: {exc}" + (f" Stopped; {left} image(s) not translated." if left else ""))
+            break
         except SketchStudioError as exc:
             problems.append(f"{f}: {exc}")
-    return written, no_face, notes
+    return written, no_face, notes, renamed
+
+
+#: renamed outputs listed one by one up to this many; beyond it, a count
+MAX_RENAME_NOTES = 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         try:
             eyes = parse_eyes(args.eyes) if args.eyes else None
-            files, problems = expand_inputs(args.inputs)
+            files, problems, input_notes = expand_inputs(args.inputs, args.out)
             if not files:
-                raise ConfigError("nothing to translate: " + "; ".join(problems))
+                raise ConfigError("nothing to translate: " + "; ".join(problems + input_notes))
             if eyes is not None and len(files) != 1:
                 raise ConfigError(f"--eyes applies to one image, but {len(files)} were given.")
             out_dir = stack.enter_context(output_dir(args.out))
@@ -138,11 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         except SketchStudioError as exc:
             print(f"sketchstudio-translate: error: {exc}", file=sys.stderr)
             return 2
-        written, no_face, notes = _translate_each(files, out_dir, translator, args, eyes, problems)
+        written, no_face, notes, renamed = _translate_each(files, out_dir, translator, args, eyes,
+                                                           problems)
     for msg in problems:
         print(f"skipped: {msg}", file=sys.stderr)
-    for msg in notes:
+    for msg in [*input_notes, *notes, *renamed[:MAX_RENAME_NOTES]]:
         print(f"note: {msg}", file=sys.stderr)
+    if len(renamed) > MAX_RENAME_NOTES:
+        print(f"note: … and {len(renamed) - MAX_RENAME_NOTES} more output(s) written under a "
+              "distinct name so that nothing is overwritten", file=sys.stderr)
     if no_face:
         print(f"note: no face found in {no_face} image(s); give the eye centres of one image with "
               "--eyes X1,Y1,X2,Y2, or use --no-align for crops that are already aligned.",

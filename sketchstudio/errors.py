@@ -37,6 +37,10 @@ class OutputError(SketchStudioError):
     """An output file or folder cannot be written."""
 
 
+class DiskFullError(OutputError):
+    """The file system (or quota) ran out of space; the message says where and how much."""
+
+
 class NoFaceFoundError(SketchStudioError):
     """Face detection failed; the caller should ask for manual eye positions."""
 

@@ -8,16 +8,18 @@ palette and RGBA images into RGB, so that nothing downstream has to care.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
+import stat
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
 from .fsutil import atomic_write_bytes
@@ -30,6 +32,9 @@ MAX_PIXELS = 50_000_000
 #: Smallest side we accept; below this there is no face to find.
 MIN_SIDE = 16
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: stamped into the images SketchStudio writes (PNG "Software" text, JPEG comment, TIFF Software)
+OUTPUT_MARKER = "SketchStudio"
+_TIFF_SOFTWARE = 305
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -38,16 +43,51 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _open(source: str | os.PathLike[str] | bytes) -> tuple[Image.Image, str]:
+def check_image_file(path: str | os.PathLike[str]) -> Path:
+    """Raise :class:`ImageError` saying exactly why ``path`` cannot be read as an image file.
+
+    ``Path.exists()`` is False for a symlink loop and a FIFO would block ``open()`` forever, so both
+    used to surface as "no such file" or a hang; every kind of non-file gets its own sentence.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"'{p}' is a symbolic link loop (it points back at itself).") from exc
+        if exc.errno == errno.ENOENT:
+            if p.is_symlink():
+                raise ImageError(f"'{p}' is a broken symbolic link (its target does not exist).") from exc
+            raise ImageError(f"Image file not found: '{p}'.") from exc
+        raise ImageError(f"Cannot read '{p}': {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"'{p}' is a folder, not an image file.")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else \
+            "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise ImageError(f"'{p}' is {kind}, not an image file.")
+    if st.st_size == 0:
+        raise ImageError(f"'{p}' is empty (0 bytes), not an image.")
+    return p
+
+
+def _too_large(name: str, exc: Exception, max_pixels: int) -> ImageError:
+    return ImageError(f"'{name}' is too large to open ({exc}); the limit is {max_pixels / 1e6:.0f} MP. "
+                      "Scale it down first.")
+
+
+def _open(source: str | os.PathLike[str] | bytes, max_pixels: int = MAX_PIXELS
+          ) -> tuple[Image.Image, str]:
     if isinstance(source, bytes | bytearray):
-        return Image.open(io.BytesIO(source)), "<image data>"
-    path = Path(source)
-    if not path.exists():
-        raise ImageError(f"Image file not found: '{path}'.")
-    if path.is_dir():
-        raise ImageError(f"'{path}' is a folder, not an image file.")
+        try:
+            return Image.open(io.BytesIO(source)), "<image data>"
+        except Image.DecompressionBombError as exc:
+            raise _too_large("<image data>", exc, max_pixels) from exc
+    path = check_image_file(source)
     try:
         return Image.open(path), str(path)
+    except Image.DecompressionBombError as exc:  # Pillow refuses > 2× its own limit at open time
+        raise _too_large(str(path), exc, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"'{path}' is not an image file (or its format is not supported).") from exc
     except OSError as exc:
@@ -59,7 +99,7 @@ def _open(source: str | os.PathLike[str] | bytes) -> tuple[Image.Image, str]:
 def load_image(source: str | os.PathLike[str] | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file (or encoded bytes) as an RGB ``uint8`` array of shape (H, W, 3)."""
     try:
-        img, name = _open(source)
+        img, name = _open(source, max_pixels)
     except UnidentifiedImageError as exc:  # bytes input
         raise ImageError("The data is not an image (or its format is not supported).") from exc
     with img:
@@ -76,14 +116,16 @@ def load_image(source: str | os.PathLike[str] | bytes, max_pixels: int = MAX_PIX
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+                rgb = _to_rgb(img, name)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise _too_large(name, exc, max_pixels) from exc
+        except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"'{name}' is corrupt or truncated ({exc}).") from exc
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Grey, palette, 16-bit and CMYK become RGB; transparency is composited onto white paper."""
+def _to_rgb(img: Image.Image, name: str = "<image>") -> Image.Image:
+    """Grey, palette, 16-bit, float and CMYK become RGB; transparency is composited onto white paper."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -92,7 +134,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() or 1.0
         img = Image.fromarray((arr / hi * 255).astype(np.uint8))
+    elif img.mode == "F":
+        img = Image.fromarray(_float_to_uint8(np.asarray(img, dtype=np.float64), name))
     return img.convert("RGB")
+
+
+def _float_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """Scale a float image to 0..255. ``convert("RGB")`` clips floats, so a 0..1 scan (the usual
+    convention) came out all black; 0..1 and 0..255 data keep their meaning, anything else is
+    stretched from its minimum to its maximum."""
+    if not np.isfinite(arr).all():
+        raise ImageError(f"'{name}' is a floating-point image with NaN or infinite pixels.")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0.0 and hi <= 1.0:
+        arr = arr * 255.0
+    elif lo < 0.0 or hi > 255.0:
+        arr = (arr - lo) / ((hi - lo) or 1.0) * 255.0
+    return np.clip(np.round(arr), 0, 255).astype(np.uint8)
 
 
 def check_rgb(img: np.ndarray) -> np.ndarray:
@@ -112,8 +170,42 @@ def check_rgb(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def _marker_kwargs(fmt: str) -> dict[str, object]:
+    """Pillow save options that stamp a file as written by SketchStudio (see :func:`is_our_output`)."""
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", OUTPUT_MARKER)
+        return {"pnginfo": info}
+    if fmt == "JPEG":
+        return {"comment": OUTPUT_MARKER}
+    if fmt == "TIFF":
+        return {"tiffinfo": {_TIFF_SOFTWARE: OUTPUT_MARKER}}
+    return {}
+
+
+def is_our_output(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an image SketchStudio wrote (its :data:`OUTPUT_MARKER` stamp).
+
+    Batch outputs may replace such a file (a rerun refreshes its own results) but never anything
+    else: a user's photo that happens to have the output's name is not ours. Reads the header only.
+    """
+    try:
+        with Image.open(path) as im:
+            tags = getattr(im, "tag_v2", None)
+            stamp = (im.info.get("Software") or im.info.get("comment")
+                     or (tags.get(_TIFF_SOFTWARE) if tags is not None else None))
+    except Exception:  # noqa: BLE001 - unreadable, not an image, a bomb: not ours either way
+        return False
+    if isinstance(stamp, bytes):
+        stamp = stamp.decode("latin-1", "replace")
+    return isinstance(stamp, str) and stamp.startswith(OUTPUT_MARKER)
+
+
 def save_image(img: np.ndarray, path: str | os.PathLike[str], quality: int = 95) -> Path:
-    """Encode and write atomically; the format follows the suffix (.png, .jpg, ...)."""
+    """Encode and write atomically; the format follows the suffix (.png, .jpg, ...).
+
+    PNG, JPEG and TIFF files carry the :data:`OUTPUT_MARKER` stamp (see :func:`is_our_output`).
+    """
     dest = Path(path)
     fmt = _SAVE_FORMATS.get(dest.suffix.lower())
     if fmt is None:
@@ -123,7 +215,7 @@ def save_image(img: np.ndarray, path: str | os.PathLike[str], quality: int = 95)
         )
     buf = io.BytesIO()
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    Image.fromarray(check_rgb(img)).save(buf, format=fmt, **kwargs)
+    Image.fromarray(check_rgb(img)).save(buf, format=fmt, **kwargs, **_marker_kwargs(fmt))
     atomic_write_bytes(dest, buf.getvalue())
     return dest
 

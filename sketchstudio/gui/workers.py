@@ -412,9 +412,17 @@ class BatchWorker(QObject):
         faces, why = load_faces() if self.align else (None, "")
         if self.align and faces is None:
             notes.append(why)
+        from sketchstudio.outputs import split_earlier_outputs
+
+        files, earlier = split_earlier_outputs([Path(f) for f in self.files], self.out_dir)
+        if earlier:  # the previous batch's results, when a folder is translated into itself
+            notes.append(f"{len(earlier)} image(s) written there earlier by SketchStudio were not "
+                         "translated again.")
+            self.files = [str(f) for f in files]
+            total = len(self.files)
         try:
             with output_dir(self.out_dir) as out:  # a new folder nothing was written to goes again
-                self._translate_each(out, faces, written, problems)
+                self._translate_each(out, faces, written, problems, notes)
         except SketchStudioError as exc:
             self.finished.emit(BatchSummary(self.out_dir, [], [str(exc)], False, total))
             return
@@ -422,11 +430,18 @@ class BatchWorker(QObject):
         self.progress.emit(total if not cancelled else len(written), total, "")
         self.finished.emit(BatchSummary(str(out), written, problems, cancelled, total, notes))
 
-    def _translate_each(self, out: Path, faces: Any, written: list[str], problems: list[str]) -> None:
-        """Translate ``self.files`` into ``out`` one by one, collecting what was written and what failed."""
+    def _translate_each(self, out: Path, faces: Any, written: list[str], problems: list[str],
+                        notes: list[str]) -> None:
+        """Translate ``self.files`` into ``out`` one by one, collecting what was written and what
+        failed. Outputs never replace an input, each other or a file SketchStudio did not write
+        (:class:`~sketchstudio.outputs.OutputNamer`); a full disk stops the batch."""
+        from sketchstudio.errors import DiskFullError
         from sketchstudio.imaging import load_image, looks_like_sketch, save_image
+        from sketchstudio.outputs import OutputNamer
 
         total = len(self.files)
+        namer = OutputNamer(out, self.files)
+        renamed = 0
         for i, f in enumerate(self.files):
             if self._cancel.is_set():
                 break
@@ -446,9 +461,19 @@ class BatchWorker(QObject):
                                                    grey_sketch=self.grey_sketch).output
                 if ar is not None and self.paste_back:
                     result = faces.paste_back(img, result, ar.matrix)
-                written.append(str(save_image(result, out / f"{Path(f).stem}.{self.fmt}")))
+                claim = namer.claim(f, "sketch" if direction == PHOTO2SKETCH else "photo", self.fmt)
+                written.append(str(save_image(result, claim.path)))
+                renamed += claim.note is not None
+            except DiskFullError as exc:
+                left = total - i - 1
+                problems.append(f"{name}: {exc}" + (f" Stopped; {left} image(s) not translated."
+                                                    if left else ""))
+                break
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                 problems.append(f"{name}: {describe_exception(exc)[0]}")
+        if renamed:
+            notes.append(f"{renamed} result(s) were given a distinct name (such as "
+                         f"'<name>.sketch.{self.fmt}') so that no input or other file was overwritten.")
 
 
 class ScanWorker(QObject):
