@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 from .fsutil import atomic_write_bytes
 from .models.student import StudentNet
 
@@ -113,25 +113,170 @@ def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, torch.Tenso
     return dest
 
 
+#: the header is JSON of a few kB per hundred tensors; more than this is not a model's header
+MAX_HEADER_BYTES = 16 << 20
+#: (type, lowest, highest) of each architecture field: a hostile ``ngf: 1500`` or
+#: ``image_size: 20000`` must fail here, not as a multi-GB allocation in StudentNet or cv2.resize
+META_INTS: dict[str, tuple[int, int]] = {
+    "ngf": (1, 256), "n_blocks": (0, 32), "image_size": (16, 1024),
+    "step": (0, 10**12), "epoch": (0, 10**9)}
+META_DICTS = ("train_config", "data", "metrics", "extra")
+META_STRS = ("arch", "created", "sketchstudio_version")
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read only the safetensors header of ``path``: (tensor table, ``__metadata__``).
+
+    Reads 8 bytes plus the header (a few kB), never the tensors, so looking at a multi-GB file costs
+    nothing; refuses pickles, truncated files and headers that do not describe the file.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as fh:
+            head = fh.read(8)
+            if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+                raise CheckpointError(
+                    f"'{p.name}' is a pickled PyTorch file. SketchStudio never unpickles model files "
+                    "(they can run code); convert it to a .safetensors checkpoint.")
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 2 <= n <= min(MAX_HEADER_BYTES, size - 8):
+                raise CheckpointError(f"'{p.name}' is truncated or not a safetensors model file "
+                                      f"({size} bytes, header length {n}).")
+            raw = fh.read(n)
+    except OSError as exc:
+        raise CheckpointError(f"Cannot read '{p}': {exc.strerror or exc}") from exc
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"'{p.name}' is truncated or not a safetensors model file "
+                              f"(unreadable header: {exc}).") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"'{p.name}' is not a safetensors model file (its header is not a table).")
+    md = header.pop("__metadata__", None) or {}
+    if not isinstance(md, dict):
+        raise CheckpointError(f"'{p.name}' has unreadable metadata (not a table).")
+    end = 0
+    for k, v in header.items():
+        ok = (isinstance(v, dict) and isinstance(v.get("shape"), list)
+              and all(isinstance(d, int) and d >= 0 for d in v["shape"])
+              and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+              and all(isinstance(o, int) for o in v["data_offsets"]))
+        if not ok:
+            raise CheckpointError(f"'{p.name}' is damaged: the header entry of tensor '{k}' is malformed.")
+        end = max(end, v["data_offsets"][1])
+    if 8 + n + end > size:
+        raise CheckpointError(f"'{p.name}' is truncated: its header describes {8 + n + end} bytes, "
+                              f"the file has {size}.")
+    return header, md
+
+
+def _int_field(d: dict[str, Any], key: str, name: str) -> None:
+    v = d[key]
+    lo, hi = META_INTS[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CheckpointError(f"'{name}' has invalid metadata: {key} must be a whole number, "
+                              f"got {v!r}.")
+    if not lo <= v <= hi:
+        raise CheckpointError(f"'{name}' has invalid metadata: {key}={v} is outside {lo}..{hi}.")
+
+
+def validate_meta(d: Any, name: str) -> ModelMeta:
+    """Check every known metadata field's type and range before anything is built from it.
+
+    Unknown fields are ignored (newer files stay readable); a field a newer :class:`ModelMeta`
+    gains is checked here as soon as it has a rule (``upsample``: one of the student's modes).
+    """
+    if not isinstance(d, dict):
+        raise CheckpointError(f"'{name}' has unreadable metadata (a {type(d).__name__}, not a table).")
+    for key in META_INTS:
+        if key in d:
+            _int_field(d, key, name)
+    if d.get("image_size", 256) % 4:
+        raise CheckpointError(f"'{name}' has invalid metadata: image_size={d['image_size']} is not "
+                              "divisible by 4 (the student halves it twice).")
+    for key in META_DICTS:
+        if key in d and not isinstance(d[key], dict):
+            raise CheckpointError(f"'{name}' has invalid metadata: {key} must be a table, "
+                                  f"got {type(d[key]).__name__}.")
+    for key in META_STRS:
+        if key in d and not isinstance(d[key], str):
+            raise CheckpointError(f"'{name}' has invalid metadata: {key} must be text, got {d[key]!r}.")
+    if "upsample" in d:
+        modes = _upsample_modes()
+        if not isinstance(d["upsample"], str) or d["upsample"] not in modes:
+            raise CheckpointError(f"'{name}' has invalid metadata: upsample={d['upsample']!r}; this "
+                                  f"SketchStudio knows {', '.join(modes)}.")
+    return ModelMeta.from_dict(d)
+
+
+def _upsample_modes() -> tuple[str, ...]:
+    from .models import student
+
+    return tuple(getattr(student, "UPSAMPLE_MODES", ("deconv",)))
+
+
+def expected_shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of the student ``meta`` describes, built on the meta device (no memory)."""
+    kwargs: dict[str, Any] = {"ngf": meta.ngf, "n_blocks": meta.n_blocks}
+    if hasattr(meta, "upsample"):
+        kwargs["upsample"] = meta.upsample
+    with torch.device("meta"):
+        net = StudentNet(**kwargs)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _check_shapes(header: dict[str, Any], meta: ModelMeta, name: str) -> None:
+    """The tensors of G/F (and their weight averages) must be exactly what the metadata says."""
+    want = expected_shapes(meta)
+    arch = f"ngf={meta.ngf}, n_blocks={meta.n_blocks}" + (
+        f", upsample={meta.upsample}" if hasattr(meta, "upsample") else "")
+    for prefix in ("G", "F", f"{EMA_PREFIX}.G", f"{EMA_PREFIX}.F"):
+        head = prefix + "."
+        have = {k[len(head):]: tuple(v["shape"]) for k, v in header.items() if k.startswith(head)}
+        if not have:
+            continue
+        missing = sorted(set(want) - set(have))
+        unexpected = sorted(set(have) - set(want))
+        wrong = [f"{k}: {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]
+        if missing or unexpected or wrong:
+            detail = "; ".join(filter(None, [
+                f"missing {', '.join(missing[:3])}" + ("…" if len(missing) > 3 else "") if missing else "",
+                f"unexpected {', '.join(unexpected[:3])}" + ("…" if len(unexpected) > 3 else "")
+                if unexpected else "",
+                f"wrong shapes {', '.join(wrong[:3])}" if wrong else ""]))
+            raise CheckpointError(
+                f"'{name}' does not match the {ARCH} architecture with {arch} its metadata "
+                f"describes ({prefix} weights: {detail}). It was made by another model or version.")
+
+
+def optim_groups(ckpt: Checkpoint, prefix: str) -> list[dict[str, Any]]:
+    """The saved Adam param groups of ``prefix`` ("G"/"F"), for resuming its optimizer state.
+
+    A file can hold the state without them (hand-made, or an old tool's); such a file is still a
+    fine model, but resuming it must say so instead of failing with a ``KeyError``.
+    """
+    groups = ckpt.meta.extra.get("optim_groups")
+    g = groups.get(prefix) if isinstance(groups, dict) else None
+    if not (isinstance(g, list) and g and all(isinstance(x, dict) and "lr" in x and "betas" in x
+                                              for x in g)):
+        raise CheckpointError(
+            f"'{ckpt.path}' holds optimizer state for {prefix} but not its settings (optim_groups), "
+            "so it cannot be resumed. Start a new run from its weights with --init-from instead.")
+    return g
+
+
 def read_checkpoint(path: str | os.PathLike[str], check_finite: bool = True) -> Checkpoint:
-    """Read and validate a checkpoint; every failure is a :class:`CheckpointError` that says why."""
+    """Read and validate a checkpoint; every failure is a :class:`CheckpointError` that says why.
+
+    The header is read and checked first (format, metadata types and ranges, tensor shapes
+    against the metadata); only then are the tensors loaded.
+    """
     p = resolve_path(path)
     size = p.stat().st_size
     if size > MAX_FILE_BYTES:
         raise CheckpointError(f"'{p.name}' is {size / 2**30:.1f} GB, too large to be a SketchStudio model.")
-    raw = p.read_bytes()
-    if raw[8:9] != b"{" and (raw[:4] == b"PK\x03\x04" or (raw[:1] == b"\x80" and raw[1:2] in b"\x02\x03\x04\x05")):
-        raise CheckpointError(
-            f"'{p.name}' is a pickled PyTorch file. SketchStudio never unpickles model files (they can "
-            "run code); convert it to a .safetensors checkpoint.")
-    try:
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + header_len]) if 0 < header_len < len(raw) else None
-        tensors = st_load(raw)
-    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"'{p.name}' is truncated or not a safetensors model file ({exc}).") from exc
-    md = (header or {}).get("__metadata__") or {}
+    header, md = read_header(p)
     if md.get("format") != FORMAT:
         raise CheckpointError(f"'{p.name}' is a safetensors file but not a SketchStudio model (no "
                               "SketchStudio metadata).")
@@ -139,11 +284,18 @@ def read_checkpoint(path: str | os.PathLike[str], check_finite: bool = True) -> 
         raise CheckpointError(f"'{p.name}' has format version {md.get('format_version')!r}; this "
                               f"SketchStudio reads version {FORMAT_VERSION}. Update the app.")
     try:
-        meta = ModelMeta.from_dict(json.loads(md["meta"]))
+        raw_meta = json.loads(md["meta"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"'{p.name}' has unreadable metadata ({exc}).") from exc
+    meta = validate_meta(raw_meta, p.name)
     if meta.arch != ARCH:
         raise CheckpointError(f"'{p.name}' holds architecture '{meta.arch}', not '{ARCH}'.")
+    _check_shapes(header, meta, p.name)
+    try:
+        tensors = st_load_file(p)  # memory-mapped: no second copy of the whole file in memory
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"'{p.name}' is truncated or not a safetensors model file ({exc}).") from exc
     if check_finite:
         for k, v in tensors.items():
             if v.is_floating_point() and not torch.isfinite(v).all():
@@ -187,14 +339,52 @@ def student_tensors(prefix: str, net: torch.nn.Module, dtype: torch.dtype | None
             for k, v in net.state_dict().items()}
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def check_export_target(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Refuse an export that would destroy a training checkpoint.
+
+    ``sketchstudio-export runs/x runs/x/checkpoint.safetensors`` used to replace the checkpoint
+    being read with the fp16 model, after which ``--resume`` went on silently without Adam state.
+    The target may be neither the source itself (or a link to it) nor any other file holding
+    optimizer state; a folder is refused too (the model needs a file name).
+    """
+    src_path = resolve_path(src)
+    dest = Path(dst).expanduser()
+    if dest.is_dir():
+        raise OutputError(f"'{dest}' is a folder; give the model's file name, e.g. "
+                          f"'{dest / 'model.safetensors'}'.")
+    if not dest.exists():
+        return
+    if _same_file(src_path, dest):
+        raise OutputError(
+            f"Refusing to export '{src_path}' onto itself: that would replace the training checkpoint "
+            "(weights, Adam and RNG state) with the compact model. Choose another output file.")
+    try:
+        header, _ = read_header(dest)
+    except CheckpointError:
+        return  # not a model file: an ordinary overwrite of the file the user named
+    if any(k.startswith("optim.") for k in header):
+        raise OutputError(
+            f"'{dest}' is a training checkpoint (it holds the optimizer state --resume needs); "
+            "exporting onto it would destroy that. Choose another output file.")
+
+
 def export_model(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                  dtype: torch.dtype = torch.float16, metrics: dict[str, Any] | None = None,
                  ema: bool = False) -> Path:
     """Strip a training checkpoint down to what inference needs (weights + teacher scales).
 
     fp16 halves the size (2 × 11.4 M params ≈ 46 MB) with no visible change in the outputs.
-    ``ema``: export the weight average the run kept (:data:`EMA_PREFIX`) as G and F.
+    ``ema``: export the weight average the run kept (:data:`EMA_PREFIX`) as G and F. Refuses a
+    target that is the source or another training checkpoint (:func:`check_export_target`).
     """
+    check_export_target(src, dst)
     ckpt = read_checkpoint(src)
     tensors = ckpt.tensors
     if ema:

@@ -51,6 +51,7 @@ from .events import (
     ValEvent,
 )
 from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_objective
+from .runlock import claim_run_folder
 from .validation import BEST_FILE, VAL_LOG, read_stems, split_pairs
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.cfg
         ensure_writable_dir(self.out_dir)
+        self._run_lock = claim_run_folder(self, self.out_dir)  # one run per folder; stale temps go
         self.device = pick_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         val_stems = read_stems(cfg.val) if cfg.val else []
