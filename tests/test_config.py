@@ -14,7 +14,7 @@ from trainer.config import TrainConfig, coerce_field, field_default
 
 #: a non-default value for every field that has a flag (a new field must be added here)
 NON_DEFAULT = {
-    "data_dir": "pairs", "out_dir": "runs/x", "epochs": 7, "image_size": 64, "ngf": 8, "n_blocks": 2,
+    "data_dir": "pairs", "out_dir": "runs/x", "epochs": 7, "max_steps": 40, "image_size": 64, "ngf": 8, "n_blocks": 2,
     "upsample": "resize", "batch_size": 2, "lr": 1e-4, "lr_schedule": "linear", "beta1": 0.6,
     "beta2": 0.99, "loss_weights": (0.0, 0.0, 1.0), "tap_compare": "standardised",
     "stu_compare": "cosine", "rec_loss": "l1", "style_weight": 0.5, "perceptual_weight": 0.25,

@@ -52,6 +52,9 @@ class TrainConfig:
     out_dir: str = _opt("", "--out", "run folder for checkpoint.safetensors, "
                         "losses.jsonl and config.yaml")
     epochs: int = _opt(200, "--epochs", "passes over the training pairs")
+    #: stop after this many steps even if the epochs are not done (0 = the epochs decide): the
+    #: study runner's equal budget; the lr schedule decays over this shorter run
+    max_steps: int = _opt(0, "--max-steps", "stop after this many steps (0 = run all epochs)")
     image_size: int = _opt(256, "--size", "training image size (divisible by 4)")
     ngf: int = _opt(64, "--ngf", "student width")
     n_blocks: int = _opt(9, "--blocks", "SE residual blocks")
@@ -167,6 +170,8 @@ class TrainConfig:
             bad(f"EMA decay must be in [0, 1) (0 = off; e.g. 0.999), got {self.ema_decay}.")
         if self.checkpoint_every < 1 or self.preview_every < 1 or self.val_every < 1:
             bad("checkpoint, preview and validation intervals must be at least 1 step.")
+        if self.max_steps < 0:
+            bad(f"max_steps must be ≥ 0 (0 = run all epochs), got {self.max_steps}.")
         if self.teacher_norm_samples < 0:
             bad("teacher_norm_samples must be ≥ 0.")
         return self

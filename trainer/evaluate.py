@@ -21,6 +21,7 @@ from sketchstudio.engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
 from sketchstudio.fsutil import atomic_write_json, ensure_writable_dir
 from sketchstudio.imaging import load_image, save_image
 from sketchstudio.metrics.fsim import fsim_gray
+from sketchstudio.metrics.texture import gradient_energy
 
 from .data import Pair, scan_pairs
 
@@ -95,7 +96,10 @@ def evaluate(model: str | Path | Translator, data_dir: str | Path | None,
         fake_photo = tr.translate(sketch, SKETCH2PHOTO).output
         per[pair.stem] = {"sketch_fsim": fsim_gray(fake_sketch, sketch),
                           "photo_fsim": fsim_gray(fake_photo, photo),
-                          "input_fsim": fsim_gray(photo, sketch)}
+                          "input_fsim": fsim_gray(photo, sketch),
+                          # stroke energy of G's sketch relative to the drawing (1 = as detailed)
+                          "sketch_grad_ratio": gradient_energy(fake_sketch)
+                          / max(gradient_energy(sketch), 1e-6)}
         if out:
             save_image(fake_sketch, out / "sketches" / f"{pair.stem}.png")
             save_image(fake_photo, out / "photos" / f"{pair.stem}.png")

@@ -28,6 +28,7 @@ import numpy as np
 from sketchstudio.errors import DataError, SketchStudioError
 from sketchstudio.imaging import load_image
 from sketchstudio.metrics.fsim import fsim_gray
+from sketchstudio.metrics.texture import gradient_energy
 
 from .data import scan_pairs
 
@@ -40,12 +41,6 @@ STAND_INS: dict[str, Stand_in] = {
     "truth blurred σ=3": lambda truth: cv2.GaussianBlur(truth, (0, 0), 3.0),
     "truth shifted 2 px": lambda truth: np.roll(truth, 2, axis=1),
 }
-
-
-def gradient_energy(img: np.ndarray) -> float:
-    """Mean Sobel gradient magnitude of the grey image: pencil strokes raise it, smoothing lowers it."""
-    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return float(np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)).mean())
 
 
 def calibrate(data_dir: str | Path, outputs: str | Path | None = None,

@@ -159,6 +159,8 @@ class Trainer:
         self.data_desc = self.data.describe()
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
         self.step = 0
         self.resumed = False
         scales_loaded = False
