@@ -22,21 +22,15 @@ import yaml
 
 from sketchstudio.device import PRECISIONS
 from sketchstudio.errors import ConfigError
-from sketchstudio.models.student import UPSAMPLE_MODES
 
-TEACHER_NORMS = ("channel_mean", "none")
-#: how a student tap is compared with its target (a teacher tap, or the other student's tap):
-#: "mse"          the literal ||a − b||² / (C·H·W) of METHOD.md;
-#: "standardised" MSE after standardising every channel of both over its spatial positions
-#:                (compares where features fire, not how strongly: InstanceNorm+ReLU taps cannot
-#:                take the teacher's per-image channel scale, which left the literal term a floor);
-#: "cosine"       1 − cosine similarity of the channel vectors at each position, averaged;
-#: "regressor"    a learnable 1×1 conv on every student tap (FitNets hints), then MSE.
-TAP_COMPARES = ("mse", "standardised", "cosine", "regressor")
-REC_LOSSES = ("l2", "l1")
-#: "constant" the paper's; "linear": constant for the first half, then linear decay to 0 over the
-#: second half of the run (pix2pix / CycleGAN)
-LR_SCHEDULES = ("constant", "linear")
+from .choices import (
+    LR_SCHEDULES,
+    REC_LOSSES,
+    STU_COMPARES,
+    TAP_COMPARES,
+    TEACHER_NORMS,
+    UPSAMPLE_MODES,
+)
 
 
 def _opt(default: Any, flag: str | None, help: str = "", **arg: Any) -> Any:
@@ -75,7 +69,7 @@ class TrainConfig:
                             choices=TAP_COMPARES)
     stu_compare: str = _opt("mse", "--stu-compare", "how G's and F's taps are compared with each "
                             "other (regressor is not available here)",
-                            choices=tuple(c for c in TAP_COMPARES if c != "regressor"))
+                            choices=STU_COMPARES)
     rec_loss: str = _opt("l2", "--rec-loss", "reconstruction distance: l2 (the paper's) or l1",
                          choices=REC_LOSSES)
     #: output-space texture terms through the frozen teacher (0 = off): Gram matrices (Gatys) and
@@ -162,7 +156,7 @@ class TrainConfig:
                 bad(f"{name} must be ≥ 0 (0 = off), got {getattr(self, name)}.")
         choices = {"precision": PRECISIONS, "teacher_norm": TEACHER_NORMS, "upsample": UPSAMPLE_MODES,
                    "tap_compare": TAP_COMPARES, "rec_loss": REC_LOSSES, "lr_schedule": LR_SCHEDULES,
-                   "stu_compare": tuple(c for c in TAP_COMPARES if c != "regressor")}
+                   "stu_compare": STU_COMPARES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")

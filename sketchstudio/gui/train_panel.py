@@ -38,6 +38,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from trainer.choices import LR_SCHEDULES, REC_LOSSES, STU_COMPARES, TAP_COMPARES, UPSAMPLE_MODES
+
 from .context import AppContext
 from .image_pane import ImagePane
 from .live_features import LiveFeatures
@@ -46,6 +48,8 @@ from .workers import ScanReport, ScanWorker, TrainWorker, start_worker
 log = logging.getLogger(__name__)
 
 LOSS_TERMS = ("G_tea", "G_stu", "G_rec", "F_tea", "F_stu", "F_rec", "total")
+VAL_TERMS = ("photo", "sketch")
+_VAL_COLORS = {"photo": "#1f77b4", "sketch": "#d62728"}
 _COLORS = {"G_tea": "#1f77b4", "G_stu": "#17becf", "G_rec": "#2ca02c", "F_tea": "#d62728",
            "F_stu": "#ff7f0e", "F_rec": "#9467bd", "total": "#444444"}
 PREVIEW_KEYS = ("photo", "G(photo)", "sketch", "F(sketch)")
@@ -124,6 +128,10 @@ class TrainPanel(QWidget):
         self.last_checkpoint: str | None = None
         self.last_run_resumed = False  # whether the current/last run was started as a resume
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in LOSS_TERMS}
+        #: validation FSIM by step ("photo" = F's, "sketch" = G's), from ValEvents / val.jsonl
+        self.val_history: dict[str, list[tuple[int, float]]] = {k: [] for k in VAL_TERMS}
+        self._val_plot: Any = None
+        self._val_curves: dict[str, Any] = {}
         self.previews_seen = 0
         self._plot: Any = None
         self._curves: dict[str, Any] = {}
@@ -200,6 +208,45 @@ class TrainPanel(QWidget):
         form.addRow("Output folder", self.out_field)
         form.addRow("Teacher file", self.teacher_field)
 
+        # recipe and validation (issue 16's options; defaults = the paper's formula)
+        self.tap_compare = _combo(TAP_COMPARES, "How student taps are compared with the teacher's: "
+                                  "mse (the paper's), standardised (where channels fire, not how "
+                                  "strongly), cosine, regressor (a learnt 1×1 conv per tap)")
+        self.stu_compare = _combo(STU_COMPARES, "How G's and F's taps are compared with each other")
+        self.upsample = _combo(UPSAMPLE_MODES, "deconv: the paper's transposed convolutions; resize: "
+                               "nearest ×2 then a convolution (no checkerboard pattern)")
+        self.rec_loss = _combo(REC_LOSSES, "Reconstruction distance: l2 (the paper's) or l1")
+        self.lr_schedule = _combo(LR_SCHEDULES, "constant, or linear: constant for the first half "
+                                  "of the run, then linear decay to 0")
+        self.style_weight, self.perceptual_weight = _dspin(0.0), _dspin(0.0)
+        for w in (self.style_weight, self.perceptual_weight):
+            w.setDecimals(3)
+            w.setSingleStep(0.01)
+        self.style_weight.setToolTip("Gram-matrix (texture) loss between the teacher's features of "
+                                     "the output and of the target (0 = off)")
+        self.perceptual_weight.setToolTip("Teacher feature distance between output and target (0 = off)")
+        texture = QHBoxLayout()
+        texture.setSpacing(4)
+        for label, w in (("style", self.style_weight), ("perceptual", self.perceptual_weight)):
+            texture.addWidget(QLabel(label))
+            texture.addWidget(w)
+        texture.addStretch(1)
+        self.val_field = PathField("validation stems file, or cufs; empty = none", pick_folder=False,
+                                   file_filter="Stems (*.txt)")
+        self.val_field.setToolTip("Pairs held out of training and scored (FSIM both ways) every N "
+                                  "steps; best.safetensors keeps the best. 'cufs' = the shipped split.")
+        self.val_every = _spin(1, 100000, 200)
+        recipe = QGroupBox("Recipe and validation")
+        rform = QFormLayout(recipe)
+        rform.addRow("Tap comparison", self.tap_compare)
+        rform.addRow("Student comparison", self.stu_compare)
+        rform.addRow("Upsampling", self.upsample)
+        rform.addRow("Reconstruction", self.rec_loss)
+        rform.addRow("Texture weights", texture)
+        rform.addRow("Learning rate", self.lr_schedule)
+        rform.addRow("Validation split", self.val_field)
+        rform.addRow("Validate every", self.val_every)
+
         # buttons
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")
@@ -220,6 +267,7 @@ class TrainPanel(QWidget):
         ll = QVBoxLayout(left)
         ll.addWidget(data_box)
         ll.addWidget(opts)
+        ll.addWidget(recipe)
         ll.addLayout(row1)
         ll.addLayout(row2)
         self.live_features = LiveFeatures()
@@ -246,8 +294,10 @@ class TrainPanel(QWidget):
                                        ("Epoch", self.epoch_label), ("ETA", self.eta_label))):
             info.addWidget(QLabel(f"<b>{name}</b>"), r, 0)
             info.addWidget(w, r, 1)
+        self.best_label = QLabel("–")
+        self.best_label.setToolTip("Best mean validation FSIM so far (kept as best.safetensors)")
         for r, (name, w) in enumerate((("Speed", self.speed_label), ("Device", self.device_label),
-                                       ("Checkpoint", self.ckpt_label))):
+                                       ("Checkpoint", self.ckpt_label), ("Best val", self.best_label))):
             info.addWidget(QLabel(f"<b>{name}</b>"), r, 2)
             info.addWidget(w, r, 3)
         info.setColumnStretch(1, 1)
@@ -330,6 +380,18 @@ class TrainPanel(QWidget):
                                                                       style=style))
         self.plot_holder.insertWidget(0, plot, 1)
         self._plot = plot
+        val = pg.PlotWidget()
+        val.showGrid(x=True, y=True, alpha=0.25)
+        val.setLabel("bottom", "step")
+        val.setLabel("left", "validation FSIM")
+        val.setMaximumHeight(150)
+        val.addLegend(offset=(-10, 10))
+        for k in VAL_TERMS:
+            self._val_curves[k] = val.plot([], [], name=f"{k} (held-out)", symbol="o", symbolSize=5,
+                                           pen=pg.mkPen(_VAL_COLORS[k], width=2),
+                                           symbolBrush=_VAL_COLORS[k])
+        self.plot_holder.insertWidget(1, val, 0)
+        self._val_plot = val
         self._redraw_plot(force=True)
 
     # --- data validation ----------------------------------------------------------------------
@@ -393,7 +455,12 @@ class TrainPanel(QWidget):
             loss_weights=(self.w_tea.value(), self.w_stu.value(), self.w_rec.value()),
             device=self.ctx.settings.device, teacher_path=self.teacher_field.text() or None,
             preview_every=self.preview_every.value(), checkpoint_every=self.checkpoint_every.value(),
-            ema_decay=round(self.ema_decay.value(), 4), align=self.check_faces.isChecked())
+            ema_decay=round(self.ema_decay.value(), 4), align=self.check_faces.isChecked(),
+            tap_compare=self.tap_compare.currentText(), stu_compare=self.stu_compare.currentText(),
+            upsample=self.upsample.currentText(), rec_loss=self.rec_loss.currentText(),
+            lr_schedule=self.lr_schedule.currentText(), style_weight=self.style_weight.value(),
+            perceptual_weight=self.perceptual_weight.value(), val=self.val_field.text() or None,
+            val_every=self.val_every.value())
         return cfg.validate()
 
     def set_config(self, cfg: Any) -> None:
@@ -412,6 +479,14 @@ class TrainPanel(QWidget):
         self.preview_every.setValue(int(cfg.preview_every))
         self.checkpoint_every.setValue(int(cfg.checkpoint_every))
         self.ema_decay.setValue(float(cfg.ema_decay))
+        for combo, value in ((self.tap_compare, cfg.tap_compare), (self.stu_compare, cfg.stu_compare),
+                             (self.upsample, cfg.upsample), (self.rec_loss, cfg.rec_loss),
+                             (self.lr_schedule, cfg.lr_schedule)):
+            combo.setCurrentText(str(value))
+        self.style_weight.setValue(float(cfg.style_weight))
+        self.perceptual_weight.setValue(float(cfg.perceptual_weight))
+        self.val_field.set_text(str(cfg.val or ""), emit=False)
+        self.val_every.setValue(int(cfg.val_every))
         self.teacher_field.set_text(str(cfg.teacher_path or ""), emit=False)
         self.check_faces.blockSignals(True)
         self.check_faces.setChecked(bool(cfg.align))
@@ -452,6 +527,8 @@ class TrainPanel(QWidget):
         if cfg.teacher_path:
             self.ctx.set_teacher_path(cfg.teacher_path)
         self.history = {k: [] for k in LOSS_TERMS}
+        self.val_history = {k: [] for k in VAL_TERMS}
+        self.best_label.setText("–")
         self.previews_seen = 0
         self.step, self.total_steps = 0, 0
         self.last_checkpoint = None
@@ -554,6 +631,13 @@ class TrainPanel(QWidget):
                     pane.set_image(e.images[k], f"step {e.step}")
             if e.features:
                 self.live_features.show_pairs(e.step, e.features)
+        elif name == "ValEvent":
+            self.val_history["photo"].append((e.step, float(e.photo_fsim)))
+            self.val_history["sketch"].append((e.step, float(e.sketch_fsim)))
+            if e.best:
+                self.best_label.setText(f"step {e.step}: {e.mean_fsim:.4f} (photo {e.photo_fsim:.4f}, "
+                                        f"sketch {e.sketch_fsim:.4f})")
+            self._plot_dirty = True
         elif name == "CheckpointEvent":
             self.last_checkpoint = e.path
             self.ckpt_label.setText(f"step {e.step}: {e.path}")
@@ -586,6 +670,20 @@ class TrainPanel(QWidget):
                             self.history[k].append((int(d["step"]), float(d[k])))
         except (OSError, ValueError) as exc:
             log.warning("cannot read %s: %s", path, exc)
+        val_path = path.with_name("val.jsonl")
+        try:
+            rows = [json.loads(ln) for ln in val_path.read_text().splitlines() if ln.strip()] \
+                if val_path.is_file() else []
+            for d in rows:
+                if d.get("step", 0) <= self.step:
+                    self.val_history["photo"].append((int(d["step"]), float(d["photo_fsim"])))
+                    self.val_history["sketch"].append((int(d["step"]), float(d["sketch_fsim"])))
+            best = max((d for d in rows if d.get("step", 0) <= self.step),
+                       key=lambda d: d["mean_fsim"], default=None)
+            if best:
+                self.best_label.setText(f"step {best['step']}: {best['mean_fsim']:.4f}")
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot read %s: %s", val_path, exc)
         self._plot_dirty = True
 
     def _on_failed(self, message: str, detail: str) -> None:
@@ -624,7 +722,9 @@ class TrainPanel(QWidget):
         self.load_button.setEnabled(has_ckpt)
         for w in (self.data_field, self.out_field, self.teacher_field, self.epochs, self.image_size,
                   self.ngf, self.n_blocks, self.precision, self.w_tea, self.w_stu, self.w_rec,
-                  self.preview_every, self.checkpoint_every, self.ema_decay, self.check_faces):
+                  self.preview_every, self.checkpoint_every, self.ema_decay, self.check_faces,
+                  self.tap_compare, self.stu_compare, self.upsample, self.rec_loss, self.lr_schedule,
+                  self.style_weight, self.perceptual_weight, self.val_field, self.val_every):
             w.setEnabled(not running)
 
     def _redraw_plot(self, force: bool = False) -> None:
@@ -634,6 +734,15 @@ class TrainPanel(QWidget):
         for k, curve in self._curves.items():
             pts = [(s, v) for s, v in self.history[k] if v > 0]  # log axis: drop zeros
             curve.setData([p[0] for p in pts], [p[1] for p in pts])
+        for k, curve in self._val_curves.items():
+            curve.setData([p[0] for p in self.val_history[k]], [p[1] for p in self.val_history[k]])
+
+
+def _combo(items: tuple[str, ...], tip: str) -> QComboBox:
+    w = QComboBox()
+    w.addItems(list(items))
+    w.setToolTip(tip)
+    return w
 
 
 def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:

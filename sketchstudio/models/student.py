@@ -10,12 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Tap names in forward order; the knowledge-transfer pairing tables refer to these.
-TAP_NAMES: tuple[str, ...] = ("IC", "DC1", "DC2", "Block", "UC1", "UC2")
-#: "deconv": the paper's k3 s2 transposed convolutions; "resize": nearest ×2 then a k3 conv
-#: (Odena et al., "Deconvolution and checkerboard artifacts", 2016): every output pixel gets the
-#: same number of kernel taps, so the stride-2 grid cannot appear in the outputs.
-UPSAMPLE_MODES: tuple[str, ...] = ("deconv", "resize")
+from ..vocab import TAP_NAMES, UPSAMPLE_MODES
+
+__all__ = ["TAP_NAMES", "UPSAMPLE_MODES", "StudentNet", "count_parameters"]
 
 
 def _norm_relu(channels: int) -> list[nn.Module]:
