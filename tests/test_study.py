@@ -122,3 +122,21 @@ def test_gradient_energy_is_zero_for_flat_and_higher_for_strokes():
     strokes = flat.copy()
     strokes[:, ::4] = 0
     assert gradient_energy(flat) == 0 and gradient_energy(strokes) > 10
+
+
+def test_report_plots_the_validation_log(tiny_pairs, tmp_path, random_teacher):
+    from tests.conftest import tiny_config
+    from trainer.loop import Trainer
+    from trainer.report import main as report_main
+
+    (tmp_path / "val.txt").write_text("p1\n")
+    Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, epochs=2,
+                        val=str(tmp_path / "val.txt"), val_every=1)).run()
+    assert report_main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "figs")]) == 0
+    img = load_image(tmp_path / "figs" / "val_curves.png")
+    assert img.shape[0] > 200 and img.shape[1] > 400
+    (tmp_path / "run" / "val.jsonl").write_text("")
+    from trainer.report import plot_validation
+
+    with pytest.raises(ValueError, match="holds no validation rows"):
+        plot_validation(tmp_path / "run" / "val.jsonl", tmp_path / "x.png")

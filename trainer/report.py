@@ -1,7 +1,8 @@
 """Model-card figures: loss curves from losses.jsonl and a grid of example translations.
 
 ``python -m trainer.report --run runs/kt-cufs --model M --data ../shared/data/cufs/test --out DIR``
-writes ``loss_curves.png`` and ``examples.jpg`` (needs matplotlib, in the ``dev`` extra).
+writes ``loss_curves.png``, ``val_curves.png`` (for a run trained with ``--val``) and
+``examples.jpg`` (needs matplotlib, in the ``dev`` extra).
 """
 
 from __future__ import annotations
@@ -108,6 +109,43 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
     return Path(out)
 
 
+def plot_validation(val_path: str | Path, out: str | Path) -> Path:
+    """Validation FSIM by step (photo = F's, sketch = G's, and their mean), the best step marked,
+    with the input-as-output floor dotted: what checkpoints are chosen by."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in Path(val_path).read_text().splitlines() if ln.strip()]
+    if not rows:
+        raise ValueError(f"'{val_path}' holds no validation rows")
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for key, colour, label in (("photo_fsim", "tab:blue", "photo (F)"), ("sketch_fsim", "tab:red",
+                                                                       "sketch (G)"),
+                               ("mean_fsim", "black", "mean")):
+        ax.plot(steps, [r[key] for r in rows], "o-", color=colour, label=label, markersize=3)
+    best = max(rows, key=lambda r: r["mean_fsim"])
+    ax.axvline(best["step"], color="grey", linestyle="--", linewidth=1)
+    ax.annotate(f"best: step {best['step']}", (best["step"], 0.02), xycoords=("data", "axes fraction"),
+                xytext=(3, 0), textcoords="offset points", fontsize=8, color="dimgrey")
+    if "input_fsim" in rows[0]:
+        ax.axhline(rows[0]["input_fsim"], color="grey", linestyle=":", linewidth=1, label="input as output")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation FSIM")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return Path(out)
+
+
 def example_grid(model: str | Path | Translator, data_dir: str | Path, out: str | Path,
                  n: int = 6) -> Path:
     """Rows of: photo | G(photo) | true sketch || sketch | F(sketch) | true photo."""
@@ -170,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.run:
         print(plot_losses(Path(a.run) / "losses.jsonl", out / "loss_curves.png", smooth=a.smooth,
                           marks=marks))
+        if (Path(a.run) / "val.jsonl").is_file():
+            print(plot_validation(Path(a.run) / "val.jsonl", out / "val_curves.png"))
     if a.model and a.data:
         print(example_grid(a.model, a.data, out / "examples.jpg"))  # JPEG: ~0.35 MB vs 1.8 MB
     return 0
