@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -17,6 +18,17 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = (REPO.parent / "shared").resolve()
 CUFS = SHARED / "data" / "cufs"
 TEACHER_FILE = SHARED / "teacher" / "vgg19_relu3_1.pth"
+
+
+@pytest.fixture
+def collect_qt_garbage():
+    """Collect each test's leftover Qt wrappers here, in the GUI thread. Otherwise Python's cyclic
+    GC may free them later from whichever thread allocates next, e.g. the compute thread loading
+    a model in the next test, and a QWidget destroyed off the GUI thread segfaults (seen in about
+    1 of 20 runs: a GC pass inside build_student on the compute thread). The GUI test modules use
+    it for every test (``pytest.mark.usefixtures``)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

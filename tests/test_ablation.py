@@ -10,6 +10,7 @@ import trainer.loop
 from sketchstudio.checkpoint import read_checkpoint
 from sketchstudio.errors import SketchStudioError
 from trainer.ablation import AblationConfig, main, markdown, run_ablation
+from trainer.evaluate import evaluate
 from trainer.events import StepEvent, TrainControl
 
 
@@ -28,7 +29,9 @@ def test_three_variants_differ_only_in_loss_and_are_scored(tiny_pairs, tmp_path,
     for name, weights in [("rec", [0, 0, 1]), ("rec+tea", [1, 0, 1]), ("full", [1, 1, 1])]:
         r = rows[name]
         assert r["loss_weights"] == weights and r["steps"] == 3 and r["n_test"] == 3
-        assert 0 < r["photo_fsim"] <= 1 and 0 < r["sketch_fsim"] <= 1
+        scored = evaluate(tmp_path / "abl" / name, tiny_pairs, device="cpu")  # the same model, rescored
+        assert r["photo_fsim"] == pytest.approx(scored.photo_fsim, abs=1e-9)
+        assert r["sketch_fsim"] == pytest.approx(scored.sketch_fsim, abs=1e-9)
         meta = read_checkpoint(tmp_path / "abl" / name / "checkpoint.safetensors").meta
         tc = meta.train_config
         assert list(tc["loss_weights"]) == weights
@@ -38,7 +41,12 @@ def test_three_variants_differ_only_in_loss_and_are_scored(tiny_pairs, tmp_path,
     saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert saved["variants"] == rows
     md = (tmp_path / "abl" / "ablation.md").read_text()
-    assert md.count("\n| ") == 5  # header, rule, 3 rows and "reconstruction only" in md and "full KT" in md
+    assert md.count("\n| ") == 5  # header, rule, 3 rows
+    for label, name, w in [("reconstruction only", "rec", "0, 0, 1"),
+                           ("+ teacher-student", "rec+tea", "1, 0, 1"),
+                           ("+ student-student (full KT)", "full", "1, 1, 1")]:
+        r = rows[name]
+        assert f"| {label} | {w} | 3 | {r['photo_fsim']:.4f} |" in md, name
     delta = rows["full"]["photo_fsim"] - rows["rec"]["photo_fsim"]
     assert f"{delta:+.4f}" in md
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
+import numpy as np
 import pytest
 import torch
 
 from sketchstudio import cli as translate_cli
 from sketchstudio.checkpoint import read_checkpoint
-from sketchstudio.imaging import load_image, save_image
+from sketchstudio.engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
+from sketchstudio.imaging import load_image, looks_like_sketch, save_image
 from sketchstudio.metrics.fsim import fsim_gray
 from tests.conftest import face_like
 from trainer import cli
+from trainer.events import StepEvent
+from trainer.loop import Trainer
 
 
 def _train_args(data, out, teacher, *extra):
@@ -34,7 +39,23 @@ def test_train_then_eval_then_export(tiny_pairs, tmp_path, random_teacher, capsy
     out = capsys.readouterr().out
     assert "sketch→photo" in out and "photo→sketch" in out
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert 0 < metrics["photo_fsim"] <= 1 and 0 < metrics["sketch_fsim"] <= 1
+    # the scores are FSIM(F(sketch), photo) and FSIM(G(photo), sketch), recomputed here exactly
+    tr = Translator(run, device="cpu", precision="fp32")
+    photo_fsim, sketch_fsim = [], []
+    for i in range(3):
+        photo = load_image(tiny_pairs / "photos" / f"p{i}.png")
+        sketch = load_image(tiny_pairs / "sketches" / f"p{i}.png")
+        fake_photo = tr.translate(sketch, SKETCH2PHOTO).output
+        fake_sketch = tr.translate(photo, PHOTO2SKETCH).output
+        assert np.array_equal(load_image(ev / "photos" / f"p{i}.png"), fake_photo)
+        assert np.array_equal(load_image(ev / "sketches" / f"p{i}.png"), fake_sketch)
+        photo_fsim.append(fsim_gray(fake_photo, photo))
+        sketch_fsim.append(fsim_gray(fake_sketch, sketch))
+        assert metrics["per_image"][f"p{i}"]["photo_fsim"] == pytest.approx(photo_fsim[-1], abs=1e-9)
+        assert metrics["per_image"][f"p{i}"]["sketch_fsim"] == pytest.approx(sketch_fsim[-1], abs=1e-9)
+    assert metrics["photo_fsim"] == pytest.approx(sum(photo_fsim) / 3, abs=1e-9)
+    assert metrics["sketch_fsim"] == pytest.approx(sum(sketch_fsim) / 3, abs=1e-9)
+    assert metrics["photo_fsim"] != pytest.approx(metrics["sketch_fsim"], abs=1e-6)
     assert "input as output" in out
     floor = [fsim_gray(load_image(tiny_pairs / "photos" / f"p{i}.png"),
                        load_image(tiny_pairs / "sketches" / f"p{i}.png")) for i in range(3)]
@@ -110,13 +131,19 @@ def test_unwritable_output_folder(tiny_pairs, tmp_path, random_teacher, capsys):
     assert "Cannot create output folder" in capsys.readouterr().err
 
 
-def test_output_path_that_is_a_file(tiny_pairs, tmp_path, random_teacher, capsys):
+def test_output_path_that_is_a_file(tiny_pairs, tmp_path, random_teacher, tiny_model, capsys):
     f = tmp_path / "file"
     f.write_text("x")
     assert cli.train_main(_train_args(tiny_pairs, f, random_teacher)) == 2
     err = capsys.readouterr().err
-    assert "not a folder" in err or "Cannot create output folder" in err
-    assert translate_cli.main([str(tiny_pairs / "photos"), "-o", str(f / "sub")]) == 2
+    assert f"Cannot create output folder '{f}'" in err and "File exists" in err
+    assert f.read_text() == "x"
+    # everything else about this call is valid: only the output path can make it fail
+    assert translate_cli.main([str(tiny_pairs / "photos"), "-o", str(f / "sub"), "--model",
+                               str(tiny_model), "--device", "cpu", "--no-align"]) == 2
+    err = capsys.readouterr().err
+    assert f"Cannot create output folder '{f / 'sub'}'" in err and "Not a directory" in err
+    assert f.read_text() == "x"
 
 
 def test_translate_files_and_folders(tiny_model, tiny_pairs, tmp_path, capsys):
@@ -189,3 +216,97 @@ def test_translate_with_no_usable_input_leaves_no_output_folder(tiny_model, tmp_
     out.mkdir()
     assert translate_cli.main([str(tmp_path / "fake.jpg"), "-o", str(out), *common]) == 1
     assert out.is_dir()
+
+
+def test_translate_picks_the_direction_per_image(tiny_model, tmp_path):
+    """Default --direction auto: a photo goes through G, a greyish sketch through F."""
+    src = tmp_path / "in"
+    src.mkdir()
+    photo, sketch = face_like(0), face_like(1, sketch=True)
+    save_image(photo, src / "photo.png")
+    save_image(sketch, src / "sketch.png")
+    assert not looks_like_sketch(photo) and looks_like_sketch(sketch)
+    out = tmp_path / "out"
+    assert translate_cli.main([str(src), "-o", str(out), "--model", str(tiny_model), "--device",
+                               "cpu", "--precision", "fp32", "--no-align"]) == 0
+    tr = Translator(tiny_model, device="cpu", precision="fp32")
+    g_photo = tr.translate(photo, PHOTO2SKETCH, grey_sketch=True).output
+    f_sketch = tr.translate(sketch, SKETCH2PHOTO, grey_sketch=True).output
+    assert not np.array_equal(f_sketch, tr.translate(sketch, PHOTO2SKETCH, grey_sketch=True).output)
+    assert np.array_equal(load_image(out / "photo.png"), g_photo)
+    assert np.array_equal(load_image(out / "sketch.png"), f_sketch)
+    # a forced direction applies to every image
+    forced = tmp_path / "forced"
+    assert translate_cli.main([str(src / "photo.png"), "-o", str(forced), "--model", str(tiny_model),
+                               "--device", "cpu", "--precision", "fp32", "--no-align",
+                               "--direction", "sketch2photo"]) == 0
+    assert np.array_equal(load_image(forced / "photo.png"),
+                          tr.translate(photo, SKETCH2PHOTO).output)
+
+
+def test_train_init_from_starts_at_the_models_weights_and_step(tiny_pairs, tmp_path,
+                                                               random_teacher, capsys,
+                                                               monkeypatch):
+    first = tmp_path / "first"
+    assert cli.train_main(_train_args(tiny_pairs, first, random_teacher)) == 0
+    base = read_checkpoint(first)
+    second = tmp_path / "second"
+    seen: list[int] = []
+    real = Trainer._load_state
+
+    def spy(self, path, with_optim):  # what the new run starts from, before its first step
+        out = real(self, path, with_optim)
+        seen.append(self.step)
+        assert torch.equal(self.G.IC[1].weight.detach(), base.tensors["G.IC.1.weight"])
+        assert not self.opt_g.state  # the model's weights, a fresh optimizer
+        return out
+
+    monkeypatch.setattr(Trainer, "_load_state", spy)
+    assert cli.train_main(_train_args(tiny_pairs, second, random_teacher, "--epochs", "2",
+                                      "--init-from", str(first))) == 0
+    monkeypatch.undo()
+    assert seen == [3]
+    assert "finished at step 6" in capsys.readouterr().out
+    rows = [json.loads(ln) for ln in (second / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 5, 6]  # continued from the model's step 3
+    assert cli.train_main(_train_args(tiny_pairs, tmp_path / "bad", random_teacher, "--ngf", "8",
+                                      "--init-from", str(first))) == 2
+    assert "ngf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_train_ctrl_c_stops_after_the_step_and_checkpoints(tiny_pairs, tmp_path, random_teacher,
+                                                           capsys, monkeypatch, sig):
+    """Ctrl+C (or SIGTERM) during sketchstudio-train: the step finishes, a checkpoint is written,
+    exit code 0; the signal arrives for real, from the progress bar's event at step 2."""
+    real_progress = cli._Progress.__call__
+
+    def progress(self, e):
+        real_progress(self, e)
+        if isinstance(e, StepEvent) and e.step == 2:
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(cli._Progress, "__call__", progress)
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def unhandled(signum, frame):  # train_main must replace this; if not, fail this test only
+        raise AssertionError(f"signal {signum} was not handled by sketchstudio-train")
+
+    for s in old:
+        signal.signal(s, unhandled)
+    run = tmp_path / "run"
+    try:
+        code = cli.train_main(_train_args(tiny_pairs, run, random_teacher, "--epochs", "50"))
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"Training cancelled at step 2; checkpoint: {run / 'checkpoint.safetensors'}" in out
+    assert read_checkpoint(run).meta.step == 2
+    rows = [json.loads(ln) for ln in (run / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    # the run resumes from there
+    assert cli.train_main(_train_args(tiny_pairs, run, random_teacher, "--epochs", "1",
+                                      "--resume")) == 0
+    assert read_checkpoint(run).meta.step == 3

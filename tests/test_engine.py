@@ -57,3 +57,55 @@ def test_shipped_model_bf16_matches_fp32(cufs):
 def test_cpu_description_counts_threads(monkeypatch, threads, text):
     monkeypatch.setattr(device_mod.torch, "get_num_threads", lambda: threads)
     assert device_mod.describe_device(device_mod.torch.device("cpu")) == text
+
+
+def fake_gpu_failure(monkeypatch, tr: Translator, direction: str,
+                     message: str = "CUDA error: out of memory (fake)") -> list[str]:
+    """Put ``tr`` on a stand-in GPU whose first forward pass of ``direction``'s net fails the way
+    CUDA does; returns the log of forward calls ("gpu" then "cpu")."""
+    import torch
+
+    for d in tr.directions:  # build the nets on the CPU, as a GPU translator would have them
+        tr.net(d)
+    net = tr.net(direction)
+    real = net.forward
+    calls: list[str] = []
+
+    def forward(x, *args, **kwargs):
+        calls.append(tr.device.type)
+        if tr.device.type != "cpu":
+            raise RuntimeError(message)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(net, "forward", forward)
+    # "meta" stands in for the GPU: tensors move there without allocating, and it is not the CPU
+    monkeypatch.setattr(tr, "device", torch.device("meta"))
+    monkeypatch.setattr("sketchstudio.engine.describe_device",
+                        lambda dev: "CUDA: Fake GPU" if dev.type != "cpu" else "CPU (test)")
+    return calls
+
+
+def test_cuda_failure_falls_back_to_the_cpu_and_says_so(monkeypatch, tiny_model):
+    img = face_like(1, 40, 48)
+    expected = Translator(tiny_model, device="cpu", precision="fp32").translate(img, PHOTO2SKETCH)
+    tr = Translator(tiny_model, device="cpu", precision="fp32")
+    calls = fake_gpu_failure(monkeypatch, tr, PHOTO2SKETCH)
+    assert tr.fallback_note is None
+    got = tr.translate(img, PHOTO2SKETCH)
+    assert calls == ["meta", "cpu"]  # failed once on the "GPU", then ran on the CPU
+    assert np.array_equal(got.output, expected.output)
+    assert tr.device.type == "cpu" and tr.describe == "CPU (test), fp32"
+    assert tr.fallback_note == ("CUDA: Fake GPU failed (RuntimeError: CUDA error: out of memory "
+                                "(fake)); running on the CPU instead.")
+    assert all(p.device.type == "cpu" for n in tr._nets.values() for p in n.parameters())
+    # the next call goes straight to the CPU
+    tr.translate(img, SKETCH2PHOTO)
+    assert calls == ["meta", "cpu"] and tr.device.type == "cpu"
+
+
+def test_a_bug_on_the_gpu_is_not_hidden_by_the_fallback(monkeypatch, tiny_model):
+    tr = Translator(tiny_model, device="cpu", precision="fp32")
+    calls = fake_gpu_failure(monkeypatch, tr, PHOTO2SKETCH, message="shapes cannot be multiplied")
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        tr.translate(face_like(1, 40, 48), PHOTO2SKETCH)
+    assert calls == ["meta"] and tr.fallback_note is None and tr.device.type == "meta"

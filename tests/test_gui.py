@@ -5,10 +5,10 @@ Tiny fixtures keep it fast: an ngf=4 model at 32², three 40×48 pairs, a random
 
 from __future__ import annotations
 
-import gc
 import math
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,21 +34,11 @@ from sketchstudio.gui.workers import PHOTO2SKETCH, SKETCH2PHOTO, BatchWorker  # 
 from sketchstudio.imaging import load_image, save_image  # noqa: E402
 from tests.conftest import REPO, face_like  # noqa: E402
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_qt_garbage")]
 WAIT = 20_000  # ms; generous for a loaded 2-core machine, tests normally take far less
 
 
 # --- helpers ------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def collect_qt_garbage():
-    """Collect each test's leftover Qt wrappers here, in the GUI thread. Otherwise Python's cyclic
-    GC may free them later from whichever thread allocates next, e.g. the compute thread loading
-    a model in the next test, and a QWidget destroyed off the GUI thread segfaults (seen in about
-    1 of 20 runs: a GC pass inside build_student on the compute thread)."""
-    yield
-    gc.collect()
-
-
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings.at(tmp_path / "settings.ini")
@@ -66,6 +56,11 @@ def no_default_model(monkeypatch):
 def window(qtbot, settings, no_default_model, monkeypatch):
     monkeypatch.setattr(gui_workers, "load_faces", lambda: (None, "Face alignment is not available "
                                                             "(test)."))
+    # pytest-qt closes the window before this fixture's teardown runs: if a (failed) test left
+    # training running, closing asks "stop training?" in a modal box nobody can answer offscreen
+    # (seen: a hang, or a PySide crash painting under it). Answer Yes: cancel, then close.
+    monkeypatch.setattr(QMessageBox, "question",
+                        staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
     settings.force_cpu = True
     w = MainWindow(settings)
     qtbot.addWidget(w)
@@ -130,6 +125,11 @@ def sketch(tmp_path) -> Path:
     p = tmp_path / "sketch.png"
     save_image(face_like(4, w=64, h=80, sketch=True), p)
     return p
+
+
+def test_gui_tests_collect_qt_garbage(request) -> None:
+    """Every test here runs with the shared GC fixture (see conftest.collect_qt_garbage)."""
+    assert "collect_qt_garbage" in request.fixturenames
 
 
 # --- start-up -----------------------------------------------------------------------------------
@@ -343,11 +343,16 @@ def test_no_face_then_click_eyes_then_drag_marker(qtbot, window, tiny_model, pho
     # drag the right-eye marker 10 crop pixels down: re-aligned on release
     start = crop_canvas.to_widget_coords((125, 125))
     end = crop_canvas.to_widget_coords((125, 135))
+    requests: list = []  # every translation the view asks for, counted as it asks (GUI thread)
+    real_translate = window.ctx.translate
+    monkeypatch.setattr(window.ctx, "translate",
+                        lambda req: (requests.append(req), real_translate(req))[1])
     mouse(crop_canvas, QEvent.Type.MouseButtonPress, start)
     mouse(crop_canvas, QEvent.Type.MouseMove, end)
-    assert len(fake.calls) == 3  # nothing re-runs while dragging
+    assert requests == [] and crop_canvas.markers[1] == pytest.approx((125, 135), abs=0.5)
     with qtbot.waitSignal(window.ctx.translated, timeout=WAIT):
         mouse(crop_canvas, QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)
+    assert len(requests) == 1 and len(fake.calls) == 4  # one re-run, on release
     new_eyes = np.array(fake.calls[-1][0])
     expected_right = np.linalg.inv(np.vstack([r.matrix, [0, 0, 1]]))[:2] @ np.array([125, 135, 1])
     assert np.allclose(new_eyes[0], eyes[0], atol=1e-3)
@@ -384,6 +389,66 @@ def test_batch_folder_with_progress_dialog(qtbot, window, tiny_model, tmp_path) 
     assert len(s.problems) == 1 and "bad.png" in s.problems[0] and not s.cancelled
     assert load_image(tmp_path / "out" / "f0.png").shape == (48, 40, 3)
     assert window.message_bar.level == "warning" and "3 of 4" in window.message_bar.text.text()
+
+
+def test_batch_worker_picks_the_direction_per_image(tiny_model, tmp_path) -> None:
+    """Direction "auto": photos go through G, greyish sketches through F, file by file."""
+    from sketchstudio.engine import Translator
+
+    tr = Translator(tiny_model, device="cpu", precision="fp32")
+    imgs = {"a_photo": face_like(0), "b_sketch": face_like(1, sketch=True), "c_photo": face_like(2)}
+    files = [str(save_image(img, tmp_path / f"{n}.png")) for n, img in imgs.items()]
+    got = []
+    w = BatchWorker(tr, files, str(tmp_path / "out"), align=False)
+    w.finished.connect(got.append)
+    w.run()
+    assert len(got[0].written) == 3 and not got[0].problems
+    for name, img in imgs.items():
+        direction = SKETCH2PHOTO if "sketch" in name else PHOTO2SKETCH
+        expected = tr.translate(img, direction, grey_sketch=True).output
+        assert np.array_equal(load_image(tmp_path / "out" / f"{name}.png"), expected), name
+    sketch = imgs["b_sketch"]
+    assert not np.array_equal(tr.translate(sketch, SKETCH2PHOTO, grey_sketch=True).output,
+                              tr.translate(sketch, PHOTO2SKETCH, grey_sketch=True).output)
+
+
+class DetectingFaces(FakeFaces):
+    """Like FakeFaces, but finds a face (eyes at (20, 30) and (44, 30)) in every image."""
+
+    def align(self, image, eyes=None, kind="photo"):
+        return super().align(image, eyes=eyes or ((20.0, 30.0), (44.0, 30.0)), kind=kind)
+
+
+@pytest.mark.parametrize("paste", [False, True])
+def test_batch_folder_aligns_and_pastes_back(qtbot, window, tiny_model, tmp_path, monkeypatch,
+                                             paste) -> None:
+    """A folder dropped with "Align faces" (and "Paste back") ticked: each image is aligned, its
+    crop translated in the image's direction, and written as the crop or pasted onto the image."""
+    fake = DetectingFaces()
+    monkeypatch.setattr(gui_workers, "load_faces", lambda: (fake, ""))
+    load_model(qtbot, window, tiny_model)
+    src = tmp_path / "in"
+    src.mkdir()
+    imgs = {"photo": face_like(5, w=64, h=80), "sketch": face_like(6, w=64, h=80, sketch=True)}
+    for name, img in imgs.items():
+        save_image(img, src / f"{name}.png")
+    tv = window.translate_view
+    tv.align_check.setChecked(True)
+    tv.paste_check.setChecked(paste)
+    tv.translate_folder(src, str(tmp_path / "out"))
+    qtbot.waitUntil(lambda: not tv.batch_running, timeout=WAIT)
+    assert len(tv.last_batch.written) == 2 and not tv.last_batch.problems
+    assert sorted(kind for _, kind in fake.calls) == ["photo", "sketch"]
+    tr = window.ctx.translator
+    for name, img in imgs.items():
+        direction = SKETCH2PHOTO if name == "sketch" else PHOTO2SKETCH
+        ar = fake.align(img)
+        expected = tr.translate(ar.crop, direction, grey_sketch=True).output
+        if paste:
+            expected = fake.paste_back(img, expected, ar.matrix)
+        out = load_image(tmp_path / "out" / f"{name}.png")
+        assert out.shape == ((80, 64, 3) if paste else (250, 200, 3)), name
+        assert np.array_equal(out, expected), name
 
 
 def test_batch_worker_cancel_stops_between_images(tiny_model, tmp_path) -> None:
@@ -498,9 +563,19 @@ def _fill_train_form(tp, data: Path, out: Path, teacher: Path, epochs: int = 200
 
 
 def test_train_pause_resume_cancel_then_load(qtbot, window, tiny_pairs, random_teacher, tmp_path,
-                                             photo) -> None:
+                                             photo, monkeypatch) -> None:
     from sketchstudio.checkpoint import read_checkpoint
+    from trainer.events import TrainControl
 
+    blocked, left_paused = threading.Event(), []
+    real_wait = TrainControl.wait_while_paused
+
+    def wait_while_paused(ctl, *args, **kwargs):  # runs in the training thread
+        blocked.set()
+        real_wait(ctl, *args, **kwargs)
+        left_paused.append(ctl.paused)  # True would mean it left the wait while still paused
+
+    monkeypatch.setattr(TrainControl, "wait_while_paused", wait_while_paused)
     tp = window.train_panel
     window.show_view("Train")
     _fill_train_form(tp, tiny_pairs, tmp_path / "run", random_teacher)
@@ -511,12 +586,12 @@ def test_train_pause_resume_cancel_then_load(qtbot, window, tiny_pairs, random_t
     assert tp.total_steps == 600 and "CPU" in tp.device_label.text()
     tp.pause_button.click()
     qtbot.waitUntil(lambda: tp.state == "paused", timeout=WAIT)
+    qtbot.waitUntil(blocked.is_set, timeout=WAIT)  # the loop sits in its pause wait
     paused_at = tp.step
-    assert tp.pause_button.text() == "Resume"
-    qtbot.wait(300)
-    assert tp.step == paused_at  # really paused
+    assert tp.pause_button.text() == "Resume" and left_paused == []
     tp.pause_button.click()
     qtbot.waitUntil(lambda: tp.step >= paused_at + 1, timeout=WAIT)
+    assert left_paused == [False]  # it stayed in the wait until Resume was clicked
     tp.cancel_button.click()
     qtbot.waitUntil(lambda: not tp.is_training, timeout=WAIT)
     assert tp.state == "cancelled"
@@ -645,17 +720,16 @@ def test_force_cpu_and_recent_models_persist(qtbot, tiny_model, settings, no_def
 
 def test_cuda_fallback_note_is_visible(qtbot, window, tiny_model, photo, monkeypatch) -> None:
     """A CUDA failure mid-session: the engine's fallback note reaches the status bar and messages."""
+    from tests.test_engine import fake_gpu_failure
+
     load_model(qtbot, window, tiny_model)
     tr = window.ctx.translator
-    real = tr.translate
-
-    def failing_gpu(*args, **kwargs):  # what Translator._fall_back_to_cpu leaves behind
-        tr.fallback_note = "CUDA: Fake GPU failed (OutOfMemoryError); running on the CPU instead."
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tr, "translate", failing_gpu)
+    calls = fake_gpu_failure(monkeypatch, tr, PHOTO2SKETCH)  # the first G forward fails
     r = translate_file(qtbot, window, photo)
-    assert any("running on the CPU" in n for n in r.notes)
+    assert calls == ["meta", "cpu"] and tr.device.type == "cpu"
+    assert r.direction == PHOTO2SKETCH and r.translator is tr
+    assert any("Fake GPU failed (RuntimeError: CUDA error" in n and "running on the CPU" in n
+               for n in r.notes)
     assert "running on the CPU" in window.translate_view.status.text()
     assert "fallback" in window.device_label.text() and "Fake GPU" in window.device_label.toolTip()
     assert window.message_bar.level == "warning" and "Fake GPU" in window.message_bar.text.text()

@@ -363,3 +363,78 @@ def test_recognition_eval_rejects_unknown_space(tmp_path, capsys):
                "--spaces", "nlda,sift"])
     assert rc == 2
     assert "--spaces: unknown 'sift'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ face detection (default path)
+def _on_canvas(crop: np.ndarray, seed: int, ox: int, oy: int) -> np.ndarray:
+    """``crop`` placed at (ox, oy) on a larger, noisy canvas: an unaligned snapshot."""
+    canvas = np.random.default_rng(seed).integers(0, 256, size=(400, 330, 3), dtype=np.uint8)
+    canvas[oy:oy + H, ox:ox + W] = crop
+    return canvas
+
+
+def test_default_detection_path_matches_the_detected_crop(tmp_path, monkeypatch):
+    """aligned=False (the default): gallery and query faces are the aligner's crops, not the whole
+    images. The stand-in aligner knows where each face was put."""
+    import sketchstudio.faces as faces_mod
+
+    where: dict[bytes, tuple[int, int]] = {}
+    kinds: list[str] = []
+
+    def fake_align(img, eyes=None, kind="photo"):
+        kinds.append(kind)
+        ox, oy = where[img.tobytes()]
+        return type("A", (), {"crop": img[oy:oy + H, ox:ox + W].copy(), "n_faces": 1,
+                              "method": "fake-detector"})()
+
+    monkeypatch.setattr(faces_mod, "align", fake_align)
+    g = tmp_path / "g"
+    g.mkdir()
+    for i in range(5):
+        img = _on_canvas(face(i), seed=i, ox=10 + 20 * i, oy=100 - 20 * i)
+        where[img.tobytes()] = (10 + 20 * i, 100 - 20 * i)
+        save_image(img, g / f"p{i}.png")
+    query = _on_canvas(face(3), seed=99, ox=120, oy=5)  # another place, another background
+    where[query.tobytes()] = (120, 5)
+    m = Matcher(MatchConfig(compare="raw", cache_dir=str(tmp_path / "c")),
+                translator=EchoTranslator())
+    assert m.config.aligned is False  # the default
+    idx, _ = m.index(g)
+    assert kinds == ["photo"] * 5  # gallery of photos
+    res = m.match(query, idx, top_k=0)
+    assert kinds[-1] == "sketch" and res.query.align_method == "fake-detector"
+    assert np.array_equal(res.query.crop, face(3))
+    assert res.matches[0].path == g / "p3.png"
+    assert res.matches[0].score == pytest.approx(1.0, abs=1e-4)
+    assert all(h.score < 0.99 for h in res.matches[1:])
+
+
+# ------------------------------------------------------------------------ dlib embedding method
+def test_cli_embed_method_uses_dlib_face_descriptors(tmp_path, gallery, capsys):
+    pytest.importorskip("dlib")
+    from sketchstudio.match_cli import main
+    from sketchstudio.match_features import DlibEmbedding
+
+    emb = DlibEmbedding()
+    v = emb.extract(face(4))
+    assert v.shape == (128,) and v.dtype == np.float32
+    assert not np.allclose(v, emb.extract(face(1)))
+    q = tmp_path / "q.png"
+    save_image(face(4), q)
+    out = tmp_path / "hits.json"
+    cache = tmp_path / "c"
+    assert main(["--gallery", str(gallery), str(q), "--method", "embed", "--aligned",
+                 "--compare", "raw", "--top", "6", "--json", str(out),
+                 "--cache-dir", str(cache)]) == 0
+    hits = json.loads(out.read_text())[str(q)]
+    assert hits[0]["path"] == str(gallery / "p4.png") and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert len(hits) == 6 and all(h["score"] < 1 - 1e-4 for h in hits[1:])
+    # the index holds dlib's 128-D descriptors, made with the embed fingerprint
+    (doc_path,) = cache.rglob("index.json")
+    doc = json.loads(doc_path.read_text())
+    assert doc["settings"]["method"] == "embed"
+    assert doc["settings"]["features"] == emb.fingerprint
+    feats = np.load(doc_path.parent / doc["features_file"])
+    assert feats.shape == (6, 128)
+    row = next(i for i, e in enumerate(doc["entries"]) if e["path"] == "p1.png")
+    np.testing.assert_allclose(feats[row], emb.extract(face(1)), atol=1e-6)

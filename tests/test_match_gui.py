@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import threading
+
 import numpy as np
 import pytest
 
@@ -16,10 +19,11 @@ from sketchstudio.gui.context import AppContext  # noqa: E402
 from sketchstudio.gui.match_view import MatchView  # noqa: E402
 from sketchstudio.gui.settings import Settings  # noqa: E402
 from sketchstudio.imaging import save_image  # noqa: E402
+from sketchstudio.match import Matcher  # noqa: E402
 from tests.conftest import face_like  # noqa: E402
 from tests.test_gui import drop  # noqa: E402
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_qt_garbage")]
 WAIT = 20_000
 
 
@@ -85,21 +89,39 @@ def test_identical_face_first_without_translation(qtbot, view, gallery):
     assert view.results.hits[0].score == pytest.approx(1.0, abs=1e-3)
 
 
-def test_cancel_indexing(qtbot, view, tmp_path):
+def test_cancel_indexing(qtbot, view, tmp_path, monkeypatch):
     g = tmp_path / "big"
     g.mkdir()
     for i in range(12):
         save_image(face_like(i, 200, 250), g / f"f{i:02d}.png")
+    gate = threading.Event()  # the worker's first file waits here until the cancel is made
+    real = Matcher.gallery_feature
+
+    def gated(self, path):
+        assert gate.wait(WAIT / 1000)
+        return real(self, path)
+
+    monkeypatch.setattr(Matcher, "gallery_feature", gated)
     view._ensure_worker()
     with qtbot.waitSignal(view.index_stopped, timeout=WAIT) as b:
         view.set_gallery(g)
-        view.cancel_index()  # before the worker reaches the first file
-    assert "cancelled" in b.args[0].lower()
+        view.cancel_index()
+        gate.set()
+    # the worker stops at its next check: before the first file, or right after it
+    assert re.fullmatch(r"Indexing cancelled after [01] of 12 new or changed files; "
+                        r"the finished ones are kept\.", b.args[0])
+    done = int(b.args[0].split()[3])
     assert not view.indexing and not view.cancel_button.isEnabled()
-    # the next run indexes normally (and reuses whatever was finished)
+    # the next run indexes normally and reuses what was finished
     with qtbot.waitSignal(view.gallery_ready, timeout=WAIT) as b:
         view.start_index()
     assert b.args[0].n_faces == 12
+    assert (b.args[0].reused, b.args[0].computed) == (done, 12 - done)
+
+
+def test_gui_tests_collect_qt_garbage(request):
+    """Every test here runs with the shared GC fixture (see conftest.collect_qt_garbage)."""
+    assert "collect_qt_garbage" in request.fixturenames
 
 
 def test_progress_is_reported(qtbot, view, gallery):
@@ -126,3 +148,40 @@ def test_query_before_gallery_says_what_to_do(view, tmp_path):
     save_image(np.full((250, 200, 3), 255, np.uint8), q)
     view.set_query(q)
     assert "gallery" in view.status.text().lower()
+
+
+def test_unaligned_gallery_and_query_are_matched_by_their_detected_faces(qtbot, view, tmp_path,
+                                                                         monkeypatch):
+    """'Already aligned' unticked (the default): faces are found in the images first."""
+    import sketchstudio.faces as faces_mod
+    from tests.test_match import _on_canvas
+
+    where: dict[bytes, tuple[int, int]] = {}
+
+    def fake_align(img, eyes=None, kind="photo"):  # knows where each face was put
+        ox, oy = where[img.tobytes()]
+        return type("A", (), {"crop": img[oy:oy + 250, ox:ox + 200].copy(), "n_faces": 1,
+                              "method": "fake-detector"})()
+
+    monkeypatch.setattr(faces_mod, "align", fake_align)
+    view.aligned_check.setChecked(False)
+    view.compare_combo.setCurrentIndex(view.compare_combo.findData("raw"))
+    g = tmp_path / "canvases"
+    g.mkdir()
+    for i in range(4):
+        img = _on_canvas(face_like(i, 200, 250), seed=i, ox=10 + 30 * i, oy=90 - 30 * i)
+        where[img.tobytes()] = (10 + 30 * i, 90 - 30 * i)
+        save_image(img, g / f"p{i}.png")
+    query = _on_canvas(face_like(2, 200, 250), seed=50, ox=100, oy=0)
+    where[query.tobytes()] = (100, 0)
+    save_image(query, tmp_path / "q.png")
+    view._ensure_worker()
+    with qtbot.waitSignal(view.gallery_ready, timeout=WAIT) as b:
+        view.set_gallery(g)
+    assert b.args[0].n_faces == 4 and not b.args[0].problems
+    with qtbot.waitSignal(view.results_shown, timeout=WAIT):
+        view.set_query(tmp_path / "q.png")
+    r = view.results
+    assert r.hits[0].path.endswith("p2.png") and r.hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert np.array_equal(r.crop, face_like(2, 200, 250))  # the detected face, not the canvas
+    assert np.array_equal(r.hits[0].crop, face_like(2, 200, 250))

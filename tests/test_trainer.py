@@ -140,33 +140,48 @@ def test_resume_with_a_new_learning_rate_keeps_adam_state(tiny_pairs, tmp_path, 
 
 
 def test_pause_resume_and_cancel_from_another_thread(tiny_pairs, tmp_path, random_teacher):
-    ctl = TrainControl()
-    states = []
-    paused = threading.Event()
+    blocked, stepped_after_resume = threading.Event(), threading.Event()
+    log: list = []  # events from the training thread and marks from this one, in order
+    lock = threading.Lock()
+
+    class Observed(TrainControl):
+        def wait_while_paused(self, *args, **kwargs):  # runs in the training thread
+            blocked.set()
+            super().wait_while_paused(*args, **kwargs)
+            with lock:
+                log.append(("left wait", self.paused))
+
+    ctl = Observed()
 
     def on_event(e):
-        if isinstance(e, StepEvent) and e.step == 1:
-            ctl.pause()
-        if getattr(e, "state", None):
-            states.append(e.state)
-            if e.state == "paused":
-                paused.set()
+        with lock:
+            if isinstance(e, StepEvent):
+                log.append(("step", e.step))
+                if e.step == 1:
+                    ctl.pause()
+                if ("resume",) in log:
+                    stepped_after_resume.set()
+            if getattr(e, "state", None):
+                log.append(("state", e.state))
 
     cfg = tiny_config(tiny_pairs, tmp_path / "run", random_teacher, epochs=50)
     trainer = Trainer(cfg, on_event=on_event, control=ctl)
     th = threading.Thread(target=lambda: setattr(trainer, "result", trainer.run()))
     th.start()
-    assert paused.wait(30)
-    step_while_paused = trainer.step
-    threading.Event().wait(0.3)
-    assert trainer.step == step_while_paused == 1  # nothing runs while paused
-    ctl.resume()
-    threading.Event().wait(0.2)
+    assert blocked.wait(30)  # the loop is in its pause wait, after step 1
+    assert trainer.step == 1
+    with lock:
+        log.append(("resume",))
+        ctl.resume()
+    assert stepped_after_resume.wait(30)
     ctl.cancel()
     th.join(30)
     assert not th.is_alive()
-    assert trainer.result.cancelled and trainer.result.step < 150
-    assert states[:2] == ["paused", "running"]
+    assert trainer.result.cancelled and 2 <= trainer.result.step < 150
+    # nothing ran between the pause and the resume, and the wait ended because of the resume
+    assert log[:5] == [("step", 1), ("state", "paused"), ("resume",), ("left wait", False),
+                       ("state", "running")]
+    assert log[5] == ("step", 2)
     ck = read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     assert ck.meta.step == trainer.result.step
 
