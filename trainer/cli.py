@@ -154,16 +154,23 @@ def train_main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        from . import distributed
         from .loop import Trainer
 
+        ctx = distributed.from_env()  # torchrun sets RANK / WORLD_SIZE; else one process
         control = stop_on_signals(TrainControl())
-        result = Trainer(cfg, on_event=_Progress(), control=control, resume=args.resume,
-                         init_from=args.init_from).run()
+        try:
+            result = Trainer(cfg, on_event=_Progress(), control=control, resume=args.resume,
+                             init_from=args.init_from, dist=ctx).run()
+        finally:
+            distributed.shutdown(ctx)
     except SketchStudioError as exc:
         print(f"sketchstudio-train: error: {exc}", file=sys.stderr)
         return 2
-    state = "cancelled" if result.cancelled else "finished"
-    print(f"Training {state} at step {result.step}; checkpoint: {result.checkpoint}")
+    if ctx.is_main:
+        state = "cancelled" if result.cancelled else "finished"
+        ranks = f" ({ctx.world_size} processes)" if ctx.enabled else ""
+        print(f"Training {state} at step {result.step}{ranks}; checkpoint: {result.checkpoint}")
     return 0
 
 

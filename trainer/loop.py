@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ from sketchstudio.fsutil import atomic_write, ensure_writable_dir
 from sketchstudio.imaging import to_image
 from sketchstudio.models import TEACHER_TAPS, StudentNet, VGGTeacher, load_teacher
 
+from . import distributed
 from .config import TrainConfig
 from .data import PairedFolder
+from .distributed import DistContext
 from .events import (
     CheckpointEvent,
     DoneEvent,
@@ -102,12 +105,16 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, on_event: Callable[[TrainEvent], None] | None = None,
                  control: TrainControl | None = None, resume: bool = False,
-                 init_from: str | Path | None = None, preview_features: bool = False) -> None:
+                 init_from: str | Path | None = None, preview_features: bool = False,
+                 dist: DistContext | None = None) -> None:
         """``preview_features``: previews also carry feature-map grids (student vs teacher, every
-        layer of both networks) for a live view; off for the CLI, which has nowhere to show them."""
+        layer of both networks) for a live view; off for the CLI, which has nowhere to show them.
+        ``dist``: this process's place in a torchrun job (:mod:`trainer.distributed`); only rank 0
+        writes files and emits events."""
         self.cfg = config.validate()
         self.preview_features = preview_features
-        self.on_event = on_event or (lambda e: None)
+        self.dist = dist or DistContext()
+        self.on_event = (on_event or (lambda e: None)) if self.dist.is_main else (lambda e: None)
         self.control = control or TrainControl()
         self.resume = resume
         self.init_from = init_from
@@ -127,8 +134,10 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.cfg
         ensure_writable_dir(self.out_dir)
-        self._run_lock = claim_run_folder(self, self.out_dir)  # one run per folder; stale temps go
-        self.device = pick_device(cfg.device)
+        if self.dist.is_main:  # the other ranks of a torchrun job write nothing in the folder
+            self._run_lock = claim_run_folder(self, self.out_dir)  # one run per folder; stale temps go
+        self.device = pick_device(self.dist.device(cfg.device))
+        distributed.init(self.dist, str(self.device))
         self.precision = resolve_precision(cfg.precision, self.device)
         val_stems = read_stems(cfg.val) if cfg.val else []
         self.data = PairedFolder(cfg.data_dir, cfg.image_size, split=cfg.split,
@@ -157,7 +166,8 @@ class Trainer:
                                    stu_compare=cfg.stu_compare, rec_loss=cfg.rec_loss)
         self.n = len(self.data)
         self.data_desc = self.data.describe()
-        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        # one step = one global batch of world_size × batch_size pairs (trainer.distributed)
+        self.steps_per_epoch = math.ceil(self.n / (cfg.batch_size * self.dist.world_size))
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
@@ -176,11 +186,25 @@ class Trainer:
             scales_loaded = self._load_state(Path(self.init_from), with_optim=False)
         if cfg.teacher_norm == "channel_mean" and not scales_loaded:
             self.teacher.set_channel_scales(self._teacher_channel_means())
-        with atomic_write(self.out_dir / "config.yaml", "w") as fh:
-            fh.write(cfg.dump_yaml())
-        self._truncate_loss_log()
-        self._truncate_log(VAL_LOG)
+        if self.dist.is_main:
+            with atomic_write(self.out_dir / "config.yaml", "w") as fh:
+                fh.write(cfg.dump_yaml())
+            self._truncate_loss_log()
+            self._truncate_log(VAL_LOG)
         self.best_val = self._best_so_far()
+        self.run_g, self.run_f = self._parallel(self.G), self._parallel(self.F)
+        self.dist.barrier()
+
+    def _parallel(self, net: StudentNet) -> torch.nn.Module:
+        """``net`` in its DDP wrapper in a torchrun job (weights already loaded: DDP broadcasts
+        rank 0's at construction), else ``net`` itself."""
+        if not self.dist.enabled:
+            return net
+        from torch.nn.parallel import DistributedDataParallel
+
+        uses_output = bool(self.cfg.w_rec or self.cfg.style_weight or self.cfg.perceptual_weight)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=not uses_output)
 
     def _align_transform(self):
         """Face alignment with crops cached on disk (next to the data, else in the run folder)."""
@@ -310,9 +334,19 @@ class Trainer:
         return Checkpoint(tensors={k: v.detach().cpu().clone() for k, v in tensors.items()}, meta=meta,
                           path=self.out_dir / f"step-{self.step}")
 
-    def validate(self) -> ValEvent:
+    def validate(self) -> ValEvent | None:
         """Score FSIM both ways on the validation pairs (fp32, through the app's translation
-        path), log it to val.jsonl and keep best.safetensors by the mean of the two."""
+        path), log it to val.jsonl and keep best.safetensors by the mean of the two. In a
+        torchrun job rank 0 scores while the others wait."""
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return None
+        try:
+            return self._validate()
+        finally:
+            self.dist.barrier()
+
+    def _validate(self) -> ValEvent:
         from sketchstudio.engine import Translator
 
         from .evaluate import evaluate
@@ -348,8 +382,9 @@ class Trainer:
     def _batch(self, epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         perm, flips = self._epoch_plan(epoch)
         bs = self.cfg.batch_size
+        big = bs * self.dist.world_size  # the global batch; this rank trains on its slice
         xs, ys = [], []
-        for j in perm[i * bs:(i + 1) * bs]:
+        for j in self.dist.shard(perm[i * big:(i + 1) * big], perm, bs):
             x, y = self.data[j]
             if flips[j]:
                 x, y = x.flip(-1), y.flip(-1)
@@ -360,6 +395,8 @@ class Trainer:
     def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        # the tap regressors train outside the students' DDP wrappers: averaged across ranks here
+        self.dist.average_gradients((self.adapt_g if opt is self.opt_g else self.adapt_f).parameters())
         self.scaler.step(opt)
         self.scaler.update()
 
@@ -375,8 +412,8 @@ class Trainer:
         w = self.weights
         with self._autocast():
             tp, ts = self.teacher(x), self.teacher(y)
-            out_g, taps_g = self.G(x, return_taps=True)
-            out_f, taps_f = self.F(y, return_taps=True)
+            out_g, taps_g = self.run_g(x, return_taps=True)
+            out_f, taps_f = self.run_f(y, return_taps=True)
             feats_g = self.teacher.forward_with_grad(out_g) if w.needs_output_features else None
             loss_g, rep_g = student_objective(out_g, y, taps_g, taps_f, tp, ts,
                                               G_TEACHER_PAIRS, True, w, self.adapt_g, feats_g)
@@ -391,6 +428,7 @@ class Trainer:
         losses = {f"G_{k}": v for k, v in rep_g.items()} | {f"F_{k}": v for k, v in rep_f.items()}
         losses["G_total"], losses["F_total"] = float(loss_g.detach()), float(loss_f.detach())
         losses["total"] = losses["G_total"] + losses["F_total"]
+        losses = self.dist.mean_losses(losses, self.device)  # the global batch's losses
         for k, v in losses.items():
             if not math.isfinite(v):
                 raise SketchStudioError(
@@ -418,6 +456,8 @@ class Trainer:
         return [("G", self.G), ("F", self.F), ("adapter.G", self.adapt_g), ("adapter.F", self.adapt_f)]
 
     def save(self) -> Path:
+        if not self.dist.is_main:  # rank 0 holds the same weights and writes them
+            return self.ckpt_path
         cfg = self.cfg
         tensors: dict[str, torch.Tensor] = {}
         for prefix, net in self._modules_to_save():
@@ -458,7 +498,7 @@ class Trainer:
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
         t_recent: list[float] = []
-        log_fh = open(self.out_dir / LOSS_LOG, "a")  # noqa: SIM115 - closed in finally
+        log_fh = open(self.out_dir / LOSS_LOG if self.dist.is_main else os.devnull, "a")  # noqa: SIM115
         try:
             while self.step < self.total_steps:
                 if ctl.paused:
@@ -466,7 +506,7 @@ class Trainer:
                     ctl.wait_while_paused()
                     if not ctl.cancelled:
                         self._emit(StateEvent(step=self.step, state="running"))
-                if ctl.cancelled:
+                if self.dist.any(ctl.cancelled, self.device):  # every rank stops at the same step
                     break
                 epoch, i = divmod(self.step, self.steps_per_epoch)
                 t0 = time.perf_counter()
@@ -499,7 +539,7 @@ class Trainer:
                     self.save()
         finally:
             log_fh.close()
-        if self.val_pairs and not ctl.cancelled and self.step == self.total_steps:
+        if self.val_pairs and self.step == self.total_steps:
             self.validate()
         path = self.save()
         cancelled = self.step < self.total_steps
