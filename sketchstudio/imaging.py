@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 50_000_000
 #: Smallest side we accept; below this there is no face to find.
 MIN_SIDE = 16
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 #: stamped into the images SketchStudio writes (PNG "Software" text, JPEG comment, TIFF Software)
 OUTPUT_MARKER = "SketchStudio"
 _TIFF_SOFTWARE = 305

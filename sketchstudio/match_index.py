@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ import numpy as np
 
 from .errors import ImageError, NoFaceFoundError, SketchStudioError
 from .fsutil import atomic_write, atomic_write_json, ensure_writable_dir
-from .imaging import is_image_path
+from .imaging import check_image_file, is_image_path
 from .match_features import file_digest
 from .userdirs import user_cache_dir
 
@@ -131,31 +132,49 @@ class GalleryIndex:
             return
         try:
             doc = json.loads(self._json.read_text())
+            if not isinstance(doc, dict):
+                raise ValueError(f"index.json holds a {type(doc).__name__}, not an index")
             if doc.get("format") != INDEX_FORMAT or doc.get("root") != str(self.root):
                 raise ValueError("other format or gallery")
             if doc.get("settings") != self.settings:
                 log.info("Gallery index %s was made with other settings; rebuilding", self.cache_dir)
                 self.invalidated = True
                 return
-            feats = np.load(self.cache_dir / doc["features_file"], allow_pickle=False)
+            name = doc["features_file"]
+            if not (isinstance(name, str) and name == Path(name).name and name.startswith("features-")
+                    and name.endswith(".npy")):  # never follow a path out of the cache folder
+                raise ValueError(f"features_file {name!r} is not a file of this cache")
+            feats = np.load(self.cache_dir / name, allow_pickle=False)
+            if feats.ndim == 2 and not np.isfinite(feats).all():
+                raise ValueError("the feature array holds NaN or infinite values")
+            digest = doc.get("features_sha256")
+            if digest is not None and digest != _array_digest(feats):
+                raise ValueError("the feature array is not the one this index was saved with "
+                                 "(changed, shuffled or written by another process)")
             entries = {e["path"]: IndexEntry(**e) for e in doc["entries"]}
             n_ok = sum(e.status == OK for e in entries.values())
             if feats.ndim != 2 or len(feats) != n_ok or \
                     sorted(e.row for e in entries.values() if e.status == OK) != list(range(n_ok)):
                 raise ValueError("rows do not match the feature array")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("Ignoring unreadable gallery index %s (%s); rebuilding", self.cache_dir, exc)
             return
         self.entries, self.features = entries, feats.astype(np.float32)
 
     def save(self) -> None:
+        """Write the array, then the JSON naming it and its digest. Face features, paths and
+        hashes are private: folders 0700, files 0600."""
         ensure_writable_dir(self.cache_dir)
+        for d in (self.cache_dir.parent, self.cache_dir):
+            os.chmod(d, 0o700)
         name = f"features-{uuid.uuid4().hex[:8]}.npy"
-        with atomic_write(self.cache_dir / name, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(self.features, dtype=np.float32))
+        feats = np.ascontiguousarray(self.features, dtype=np.float32)
+        with atomic_write(self.cache_dir / name, "wb", file_mode=0o600) as fh:
+            np.save(fh, feats)
         atomic_write_json(self._json, {
             "format": INDEX_FORMAT, "root": str(self.root), "settings": self.settings,
-            "features_file": name, "entries": [asdict(e) for e in self.entries.values()]})
+            "features_file": name, "features_sha256": _array_digest(feats),
+            "entries": [asdict(e) for e in self.entries.values()]}, file_mode=0o600)
         for old in self.cache_dir.glob("features-*.npy"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -179,12 +198,15 @@ class GalleryIndex:
             try:
                 st = f.stat()
             except OSError:
-                continue  # vanished between listing and stat
+                if not f.is_symlink():
+                    continue  # vanished between listing and stat
+                st = f.lstat()  # a broken link or a link loop: listed as unreadable, not dropped
             prev = old.get(rel)
             if prev and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
                 keep[rel] = prev
                 continue
-            digest = _safe_digest(f)
+            # a FIFO would block the hash forever; only plain files are read
+            digest = _safe_digest(f) if stat.S_ISREG(st.st_mode) else None
             if prev and digest is not None and prev.sha256 == digest:
                 prev.mtime_ns, prev.size = st.st_mtime_ns, st.st_size  # touched, same bytes
                 keep[rel] = prev
@@ -210,6 +232,7 @@ class GalleryIndex:
                                sha256=digest or "")
             try:
                 if digest is None:
+                    check_image_file(f)  # says why: a link loop, a FIFO, a folder …
                     raise ImageError(f"Cannot read '{f}'.")
                 rows[rel] = np.asarray(extract(f), dtype=np.float32)
             except NoFaceFoundError as exc:
@@ -258,6 +281,10 @@ class GalleryIndex:
     def problems(self) -> list[Problem]:
         return [Problem(self.root / k, e.status, e.message)
                 for k, e in sorted(self.entries.items()) if e.status != OK]
+
+
+def _array_digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
 
 
 def _safe_digest(path: Path) -> str | None:

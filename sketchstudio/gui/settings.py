@@ -61,7 +61,10 @@ class Settings:
         return [p for p in self._list(f"recent/{kind}") if Path(p).exists()]
 
     def add_recent(self, kind: str, path: str | Path) -> list[str]:
-        p = str(Path(path).resolve())
+        try:
+            p = str(Path(path).resolve())
+        except (OSError, RuntimeError):  # a symlink loop: keep the path as given (3.11 raises here)
+            p = str(Path(path).absolute())
         items = [p] + [x for x in self._list(f"recent/{kind}") if x != p]
         items = items[:MAX_RECENT]
         self.q.setValue(f"recent/{kind}", items)

@@ -150,13 +150,22 @@ SPACE_MAKERS: dict[str, Callable[[str | None], FeatureSpace]] = {
 SPACES = tuple(SPACE_MAKERS)
 
 
+def default_eval_cache() -> Path:
+    """``eval-cache`` in the per-user cache folder (see :func:`sketchstudio.userdirs.user_cache_dir`)."""
+    from ..userdirs import user_cache_dir
+
+    return user_cache_dir() / "eval-cache"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sketchstudio.metrics.recognition_eval",
                                  description="Rank-k sketch↔photo matching rates on a test set.")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/cufs/test"))
     ap.add_argument("--model", default="runs/kt-cufs/checkpoint.safetensors")
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/sketchstudio-eval-cache"),
-                    help="where translated test faces are kept between runs")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="where translated test faces are kept between runs (default: "
+                         "'eval-cache' in the per-user cache folder; a fixed /tmp path could be "
+                         "pre-created or read by another user)")
     ap.add_argument("--nlda", help="NLDA projection .npz (default: the shipped one)")
     ap.add_argument("--detect", action="store_true",
                     help="align with face detection instead of trusting the crops")
@@ -177,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"choose from {', '.join(SPACES)}.")
         translator = Translator(args.model, device=args.device, precision="fp32")
         spaces = {s: SPACE_MAKERS[s](args.nlda) for s in wanted}
-        result = evaluate(args.data, translator, args.cache, spaces, aligned=not args.detect)
+        result = evaluate(args.data, translator, args.cache or default_eval_cache(), spaces,
+                          aligned=not args.detect)
     except SketchStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
