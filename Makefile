@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint venv clean
+.PHONY: run test bench lint mutate venv clean
 
 venv: $(STAMP)
 
@@ -27,5 +27,12 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sketchstudio trainer tests benchmarks packaging
 
+# Mutation testing of the pure modules ([tool.mutmut] in pyproject.toml): slow, not part of CI.
+# MUTANTS narrows the run, e.g. make mutate MUTANTS='trainer.losses.* sketchstudio.faces.geometry.*'
+MUTANTS ?=
+mutate: $(STAMP)
+	cd $(CURDIR) && OMP_NUM_THREADS=1 QT_QPA_PLATFORM=offscreen $(VENV)/bin/mutmut run --max-children 1 $(MUTANTS); \
+	  $(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache mutants
