@@ -251,3 +251,11 @@ def test_output_texture_terms_train_end_to_end(tiny_pairs, tmp_path, random_teac
     assert all(np.isfinite(v) for v in r.last_losses.values())
     ck = read_checkpoint(r.checkpoint)
     assert "adapter.G.IC.weight" in ck.tensors and "adapter.G.IC.bias" in ck.tensors
+
+
+def test_resuming_a_finished_run_does_not_score_it_again(tiny_pairs, tmp_path, random_teacher):
+    kw = dict(epochs=1, val=str(_val_file(tmp_path)), val_every=100)
+    Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, **kw)).run()
+    Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, **kw), resume=True).run()
+    rows = (tmp_path / "run" / "val.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [2]

@@ -299,6 +299,14 @@ class Trainer:
         with atomic_write(path, "w") as fh:
             fh.write("".join(ln + "\n" for ln in keep))
 
+    def _last_val_step(self) -> int:
+        path = self.out_dir / VAL_LOG
+        try:
+            rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+        except (OSError, ValueError):
+            return -1
+        return int(rows[-1]["step"]) if rows else -1
+
     def _best_so_far(self) -> dict | None:
         """The best validation score kept so far: read from best.safetensors itself, so a crash
         between writing it and the next checkpoint cannot lose or fake it."""
@@ -539,8 +547,8 @@ class Trainer:
                     self.save()
         finally:
             log_fh.close()
-        if self.val_pairs and self.step == self.total_steps:
-            self.validate()
+        if self.val_pairs and self.step == self.total_steps and self._last_val_step() != self.step:
+            self.validate()  # (a finished run resumed again is not scored twice)
         path = self.save()
         cancelled = self.step < self.total_steps
         self._emit(DoneEvent(step=self.step, path=str(path), cancelled=cancelled))
