@@ -21,6 +21,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number ≥ 0 (e.g. ``--threads``, where 0 means "the default")."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def image_size(text: str) -> int:
     """argparse type: a training/translation size the students accept (divisible by 4, ≥ 16)."""
     v = positive_int(text)

@@ -259,3 +259,55 @@ def test_resuming_a_finished_run_does_not_score_it_again(tiny_pairs, tmp_path, r
     Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, **kw), resume=True).run()
     rows = (tmp_path / "run" / "val.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [2]
+
+
+# --- stopping and failing cleanly (issue 19's trainer items) ------------------------------------
+def test_cancel_during_set_up_writes_no_checkpoint(tiny_pairs, tmp_path, random_teacher):
+    ctl = TrainControl()
+    ctl.cancel()  # as when Ctrl+C arrives while the data and the teacher load
+    r = Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher), control=ctl).run()
+    assert r.cancelled and r.step == 0
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+    assert not (tmp_path / "run" / ".sketchstudio-train.lock").exists()  # released at the end
+
+
+def test_a_full_disk_while_logging_stops_with_the_folder_and_keeps_the_checkpoint(
+        tiny_pairs, tmp_path, random_teacher, monkeypatch):
+    from sketchstudio.errors import DiskFullError
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_pairs, run, random_teacher)).run()
+    before = (run / "checkpoint.safetensors").read_bytes()
+
+    real = Trainer._log_row
+    monkeypatch.setattr(Trainer, "_log_row", lambda self, fh, row: real(self, _Full(), row))
+    with pytest.raises(DiskFullError, match="No space left on .*losses.jsonl"):
+        Trainer(tiny_config(tiny_pairs, run, random_teacher, epochs=2), resume=True).run()
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+
+
+class _Full:
+    """A log file on a full disk."""
+
+    def write(self, _text: str) -> int:
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--threads", "-3", "must be 0 or more"),
+                                            ("--loss-weights", "nan,1,1", "finite")])
+def test_bad_numbers_are_messages_not_tracebacks(tiny_pairs, tmp_path, random_teacher, capsys,
+                                                 flag, value, msg):
+    from trainer import cli
+
+    args = ["--data", str(tiny_pairs), "--out", str(tmp_path / "r"), "--teacher", str(random_teacher),
+            flag, value]
+    try:
+        code = cli.train_main(args)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and msg in capsys.readouterr().err

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from sketchstudio.cliutil import image_size, positive_int, setup_logging
+from sketchstudio.cliutil import image_size, non_negative_int, positive_int, setup_logging
 from sketchstudio.errors import ConfigError, SketchStudioError
 
 from .config import (
@@ -26,6 +26,9 @@ from .events import DoneEvent, ErrorEvent, StepEvent, TrainControl, TrainEvent
 
 log = logging.getLogger("sketchstudio")
 
+
+#: exit status of a run stopped by Ctrl+C / SIGTERM before its last step
+EXIT_CANCELLED = 130
 
 _positive_int = positive_int  # names the ablation/study runner imports
 _size = image_size
@@ -83,7 +86,8 @@ def train_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, **kw)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--init-from", help="start from a model's weights with a fresh optimizer")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="CPU threads for torch (0 = default)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -170,8 +174,10 @@ def train_main(argv: list[str] | None = None) -> int:
     if ctx.is_main:
         state = "cancelled" if result.cancelled else "finished"
         ranks = f" ({ctx.world_size} processes)" if ctx.enabled else ""
-        print(f"Training {state} at step {result.step}{ranks}; checkpoint: {result.checkpoint}")
-    return 0
+        where = f"checkpoint: {result.checkpoint}" if result.checkpoint.is_file() else "no checkpoint written"
+        print(f"Training {state} at step {result.step}{ranks}; {where}")
+    # a script can tell a finished run from an interrupted one (128 + SIGINT, as shells report it)
+    return EXIT_CANCELLED if result.cancelled else 0
 
 
 def eval_parser() -> argparse.ArgumentParser:

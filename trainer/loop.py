@@ -25,14 +25,15 @@ from sketchstudio.checkpoint import (
     EMA_PREFIX,
     Checkpoint,
     ModelMeta,
+    optim_groups,
     read_checkpoint,
     save_checkpoint,
     student_tensors,
 )
 from sketchstudio.device import autocast, describe_device, pick_device, resolve_precision
-from sketchstudio.errors import ConfigError, SketchStudioError
+from sketchstudio.errors import ConfigError, OutputError, SketchStudioError
 from sketchstudio.features import transfer_pairs
-from sketchstudio.fsutil import atomic_write, ensure_writable_dir
+from sketchstudio.fsutil import atomic_write, disk_full_error, ensure_writable_dir, is_disk_full
 from sketchstudio.imaging import to_image
 from sketchstudio.models import TEACHER_TAPS, StudentNet, VGGTeacher, load_teacher
 
@@ -227,9 +228,8 @@ class Trainer:
                 net.load_state_dict({k: v.float() for k, v in sd.items()})
         self.step = int(m.step)
         if with_optim and any(k.startswith("optim.") for k in ckpt.tensors):
-            groups = m.extra.get("optim_groups", {})
-            _optim_from_tensors("G", self.opt_g, ckpt.tensors, groups["G"])
-            _optim_from_tensors("F", self.opt_f, ckpt.tensors, groups["F"])
+            _optim_from_tensors("G", self.opt_g, ckpt.tensors, optim_groups(ckpt, "G"))
+            _optim_from_tensors("F", self.opt_f, ckpt.tensors, optim_groups(ckpt, "F"))
             for opt in (self.opt_g, self.opt_f):
                 for st in opt.state.values():
                     for k, v in st.items():
@@ -283,6 +283,18 @@ class Trainer:
 
     def _truncate_loss_log(self) -> None:
         self._truncate_log(LOSS_LOG)
+
+    def _log_row(self, fh, row: dict) -> None:
+        """Append one row to the loss log. A full disk stops the run with a message saying where
+        (the last checkpoint stays intact; a torn last row is dropped on resume)."""
+        line = json.dumps(row) + "\n"
+        try:
+            fh.write(line)
+            fh.flush()
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.out_dir, len(line), LOSS_LOG) from exc
+            raise OutputError(f"Cannot write {self.out_dir / LOSS_LOG}: {exc.strerror or exc}") from exc
 
     def _truncate_log(self, name: str) -> None:
         """Drop rows of a JSON-lines log written after the step the run (re)starts from."""
@@ -495,6 +507,10 @@ class Trainer:
             msg = str(exc) if isinstance(exc, SketchStudioError) else f"{type(exc).__name__}: {exc}"
             self._emit(ErrorEvent(step=getattr(self, "step", 0), message=msg))
             raise
+        finally:
+            lock = getattr(self, "_run_lock", None)
+            if lock is not None:  # the folder is free for the next run as soon as this one ends
+                lock.release()
 
     def _run(self) -> TrainResult:
         self._setup()
@@ -503,6 +519,7 @@ class Trainer:
                               steps_per_epoch=self.steps_per_epoch,
                               device=f"{describe_device(self.device)}, {self.precision}", resumed=self.resumed))
         losses: dict[str, float] = {}
+        start = self.step
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
         t_recent: list[float] = []
@@ -526,9 +543,8 @@ class Trainer:
                 t_recent = (t_recent + [dt])[-50:]
                 sec = sum(t_recent) / len(t_recent)
                 # lr in every row, so a plot of the log shows where a resume changed it
-                log_fh.write(json.dumps({"step": self.step, "epoch": epoch, **losses,
-                                         "lr": self.opt_g.param_groups[0]["lr"]}) + "\n")
-                log_fh.flush()
+                self._log_row(log_fh, {"step": self.step, "epoch": epoch, **losses,
+                                       "lr": self.opt_g.param_groups[0]["lr"]})
                 self._emit(StepEvent(step=self.step, total_steps=self.total_steps, epoch=epoch,
                                      losses=losses, sec_per_step=sec,
                                      eta_s=sec * (self.total_steps - self.step)))
@@ -549,6 +565,13 @@ class Trainer:
             log_fh.close()
         if self.val_pairs and self.step == self.total_steps and self._last_val_step() != self.step:
             self.validate()  # (a finished run resumed again is not scored twice)
+        if self.step == start and self.step < self.total_steps:
+            # cancelled before its first step (e.g. Ctrl+C during set-up): nothing new to save,
+            # so no step-0 checkpoint appears and an earlier one is left as it was
+            cancelled = True
+            self._emit(DoneEvent(step=self.step, path=str(self.ckpt_path), cancelled=cancelled))
+            return TrainResult(step=self.step, checkpoint=self.ckpt_path, cancelled=cancelled,
+                               last_losses={})
         path = self.save()
         cancelled = self.step < self.total_steps
         self._emit(DoneEvent(step=self.step, path=str(path), cancelled=cancelled))

@@ -650,9 +650,12 @@ class TrainPanel(QWidget):
         elif name == "DoneEvent":
             self.last_checkpoint = e.path
             self._set_state("cancelled" if e.cancelled else "finished")
-            self.ctx.notify("info", f"Training {'cancelled' if e.cancelled else 'finished'} at step "
-                            f"{e.step}; checkpoint saved to {e.path}. Use “Load into Translate” to try "
-                            "it.")
+            state = "cancelled" if e.cancelled else "finished"
+            if Path(e.path).is_file():
+                self.ctx.notify("info", f"Training {state} at step {e.step}; checkpoint saved to "
+                                f"{e.path}. Use “Load into Translate” to try it.")
+            else:  # cancelled before its first step: nothing was written
+                self.ctx.notify("info", f"Training {state} before its first step; nothing was saved.")
 
     def _load_history_from_log(self) -> None:
         """On resume, show the curves of the steps done before (from losses.jsonl)."""
