@@ -34,6 +34,11 @@ class SelfTest(QObject):
         self.report: dict[str, Any] = {"ok": False, "frozen": bool(getattr(sys, "frozen", False))}
         window.ctx.message.connect(self._message)
         window.ctx.translated.connect(self._translated)
+        # the sample has a face: not finding it means face detection is broken in this install
+        window.ctx.translate_worker.no_face.connect(
+            lambda _seq, _img, message: self._fail(f"no face found in the sample: {message}"))
+        window.ctx.translate_worker.failed.connect(
+            lambda _seq, message, detail: self._fail(f"translation failed: {message}\n{detail}"))
         QTimer.singleShot(int(timeout_s * 1000), lambda: self._fail(f"timed out after {timeout_s:.0f} s"))
 
     def start(self) -> None:
