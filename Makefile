@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24" "setuptools>=77,<82" wheel
-	$(PY) -m pip install --quiet -e ".[gui,align,dev]"
+	$(PY) -m pip install --quiet -e ".[gui,align,dev,fast]"
 	@touch $(STAMP)
 
 run: $(STAMP)
