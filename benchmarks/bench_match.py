@@ -19,7 +19,7 @@ import numpy as np
 
 from sketchstudio.imaging import save_image
 from sketchstudio.match import MatchConfig, Matcher
-from sketchstudio.match_features import TEMPLATE_SIZE
+from sketchstudio.match.spaces import TEMPLATE_SIZE
 
 
 def _face(seed: int) -> np.ndarray:

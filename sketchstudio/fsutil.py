@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -173,3 +174,14 @@ def stale_temp_files(folder: str | os.PathLike[str], name: str) -> list[Path]:
     delete them: another writer's temp file looks the same while it is being written.
     """
     return sorted(p for p in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}") if p.is_file())
+
+
+def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in ``chunk``-byte blocks so a large model or gallery image
+    never sits in memory whole (cache keys: gallery index entries, projection and checkpoint
+    fingerprints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -39,7 +39,7 @@ def assets_dir() -> Path:
     return root
 
 
-#: kept as a constant for callers that build paths from it (match_features.DEFAULT_NLDA_PATH)
+#: kept as a constant for callers that build paths from it (match.spaces.DEFAULT_NLDA_PATH)
 RESOURCES = assets_dir()
 
 

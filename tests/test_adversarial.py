@@ -145,7 +145,7 @@ def test_the_gui_survives_a_dropped_symlink_loop(tmp_path):
 
 
 def test_the_match_indexer_lists_bad_files_and_indexes_the_rest(tmp_path):
-    from sketchstudio.match_index import OK, UNREADABLE, GalleryIndex
+    from sketchstudio.match.index import OK, UNREADABLE, GalleryIndex
 
     bad, good = make_cases(tmp_path / "gallery")
 
@@ -165,7 +165,7 @@ def test_the_match_indexer_lists_bad_files_and_indexes_the_rest(tmp_path):
 
 
 def _built_index(tmp_path: Path):
-    from sketchstudio.match_index import GalleryIndex
+    from sketchstudio.match.index import GalleryIndex
 
     gallery = tmp_path / "g"
     gallery.mkdir()
@@ -178,7 +178,7 @@ def _built_index(tmp_path: Path):
 
 @pytest.mark.parametrize("damage", ["null", "list", "nan rows", "shuffled rows", "path escape"])
 def test_a_damaged_match_cache_is_rebuilt_not_trusted(tmp_path, damage, caplog):
-    from sketchstudio.match_index import GalleryIndex
+    from sketchstudio.match.index import GalleryIndex
 
     gallery, idx = _built_index(tmp_path)
     doc = json.loads(idx._json.read_text())

@@ -12,16 +12,10 @@ import pytest
 from sketchstudio.errors import ConfigError, NoFaceFoundError
 from sketchstudio.imaging import save_image
 from sketchstudio.match import MatchConfig, Matcher
-from sketchstudio.match_features import TEMPLATE_SIZE, NLDAFeatures
-from sketchstudio.match_index import NO_FACE, UNREADABLE, GalleryIndex, IndexCancelled
-from sketchstudio.metrics.recognition import (
-    NLDAProjection,
-    cosine_scores,
-    fit_nlda,
-    rank_k_rates,
-    ranks_of_truth,
-    within_between_ratio,
-)
+from sketchstudio.match.index import NO_FACE, UNREADABLE, GalleryIndex, IndexCancelled
+from sketchstudio.match.nlda import NLDAProjection, fit_nlda, within_between_ratio
+from sketchstudio.match.spaces import TEMPLATE_SIZE, NLDAFeatures
+from sketchstudio.metrics.recognition import cosine_scores, rank_k_rates, ranks_of_truth
 from tests.conftest import face_like
 
 W, H = TEMPLATE_SIZE
@@ -226,7 +220,7 @@ def test_problem_files_are_reported_and_the_rest_ranked(tmp_path, gallery, monke
     (gallery / "truncated.png").write_bytes(data[: len(data) // 3])
     save_image(np.full((H, W, 3), 200, np.uint8), gallery / "blank.png")
 
-    import sketchstudio.match as match_mod
+    import sketchstudio.match.matcher as match_mod
 
     real = match_mod.prepare_face
 
@@ -273,7 +267,7 @@ def test_corrupt_index_is_rebuilt(tmp_path, gallery):
 
 # -------------------------------------------------------------------------------------- CLI
 def test_cli_ranks_writes_json_and_lists_problems(tmp_path, gallery, tiny_model, capsys):
-    from sketchstudio.match_cli import main
+    from sketchstudio.match.cli import main
 
     (gallery / "bad.png").write_bytes(b"\x89PNG broken")
     q = tmp_path / "query.png"
@@ -293,7 +287,7 @@ def test_cli_ranks_writes_json_and_lists_problems(tmp_path, gallery, tiny_model,
 
 
 def test_cli_raw_compare_finds_identical(tmp_path, gallery, capsys):
-    from sketchstudio.match_cli import main
+    from sketchstudio.match.cli import main
 
     q = tmp_path / "q.png"
     save_image(face(4), q)
@@ -339,7 +333,7 @@ def test_jitter_is_small_deterministic_and_moves_pixels():
 
 def test_fit_with_jitter_adds_samples_and_records_it(tmp_path):
     from sketchstudio.errors import DataError
-    from sketchstudio.match_features import PixelPrep
+    from sketchstudio.match.spaces import PixelPrep
     from sketchstudio.metrics.nlda_fit import fit_from_folders, main
 
     data = _paired_folder(tmp_path / "d", 5)
@@ -412,8 +406,8 @@ def test_default_detection_path_matches_the_detected_crop(tmp_path, monkeypatch)
 # ------------------------------------------------------------------------ dlib embedding method
 def test_cli_embed_method_uses_dlib_face_descriptors(tmp_path, gallery, capsys):
     pytest.importorskip("dlib")
-    from sketchstudio.match_cli import main
-    from sketchstudio.match_features import DlibEmbedding
+    from sketchstudio.match.cli import main
+    from sketchstudio.match.spaces import DlibEmbedding
 
     emb = DlibEmbedding()
     v = emb.extract(face(4))

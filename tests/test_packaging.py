@@ -93,7 +93,7 @@ def test_assets_are_found_through_importlib_resources() -> None:
               *resources.sample_images(), *(resources.icon_for_size(s) for s in resources.ICON_SIZES),
               resources.icon_path("sketchstudio.svg")):
         assert p is not None and p.is_file(), p
-    from sketchstudio.match_features import DEFAULT_NLDA_PATH
+    from sketchstudio.match.spaces import DEFAULT_NLDA_PATH
 
     assert resources.nlda_path() == DEFAULT_NLDA_PATH
     with pytest.raises(ValueError):
@@ -263,7 +263,7 @@ def test_xdg_data_home_relative_value_is_ignored(monkeypatch, tmp_path) -> None:
     ("win32", "{local}/SketchStudio/Cache"),
 ])
 def test_core_cache_dir_follows_the_os(monkeypatch, tmp_path, platform, expected) -> None:
-    from sketchstudio.match_index import default_cache_dir
+    from sketchstudio.match.index import default_cache_dir
 
     monkeypatch.delenv(userdirs.CACHE_ENV, raising=False)
     monkeypatch.setattr(sys, "platform", platform)

@@ -5,6 +5,10 @@ imports dlib; :func:`get_dlib` does, on first use, behind a lock so that the GUI
 and a batch job never load the 9 MB predictor twice. When dlib or the model file is missing the
 caller gets a :class:`DlibUnavailable` reason instead of an exception, so detection can go on to
 the OpenCV fallback and manual eyes keep working.
+
+The model files are looked up here and nowhere else: detection and the matcher's dlib face
+embedding (:class:`sketchstudio.match.spaces.DlibEmbedding`) both use :func:`landmarks_path`, so
+``$SKETCHSTUDIO_LANDMARKS`` means the same file for both.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ log = logging.getLogger(__name__)
 
 LANDMARKS_ENV = "SKETCHSTUDIO_LANDMARKS"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+#: dlib's 128-D face recognition ResNet, used by the matcher's ``embed`` feature space
+RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 INSTALL_HINT = 'pip install "sketchstudio[align]"'
 
 
@@ -47,19 +53,17 @@ _lock = threading.Lock()
 _cache: dict[str, DlibModels] = {}
 
 
-def _packaged_landmarks() -> Path | None:
-    """The model inside the ``face-recognition-models`` wheel, found without importing it.
-
-    Importing that package runs ``pkg_resources`` (removed from new setuptools), so only its
-    import spec is looked up.
-    """
+def packaged_model(name: str) -> Path | None:
+    """``name`` in the models folder of the ``face-recognition-models`` wheel, found without
+    importing the package (its ``__init__`` runs ``pkg_resources``, removed from new setuptools);
+    None when the package is not installed."""
     try:
         spec = importlib.util.find_spec("face_recognition_models")
     except (ImportError, ValueError):
         return None
     if spec is None or spec.origin is None:
         return None
-    return Path(spec.origin).parent / "models" / LANDMARKS_FILE
+    return Path(spec.origin).parent / "models" / name
 
 
 def landmarks_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -75,11 +79,34 @@ def landmarks_path(explicit: str | os.PathLike[str] | None = None) -> Path:
                 raise ConfigError(f"The face landmark model given by {origin} ('{p}') does not exist. "
                                   f"Point it at {LANDMARKS_FILE} or unset it.")
             return p
-    p = _packaged_landmarks()
+    p = packaged_model(LANDMARKS_FILE)
     if p is None or not p.is_file():
         raise DlibUnavailable(f"the face landmark model ({LANDMARKS_FILE}) is not installed; "
                               f"install it with: {INSTALL_HINT}")
     return p
+
+
+def embedding_model_paths(folder: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """(5-point landmarks, face recognition ResNet) files for the dlib face embedding.
+
+    ``folder`` (the match CLI's ``--features``) must hold both. Without it the landmarks resolve
+    exactly as for detection (:func:`landmarks_path`, ``$SKETCHSTUDIO_LANDMARKS`` included) and
+    the ResNet comes from the installed wheel. A missing file in a given folder is a
+    :class:`ConfigError`; a missing package raises :class:`DlibUnavailable`.
+    """
+    if folder:
+        d = Path(folder).expanduser()
+        files = (d / LANDMARKS_FILE, d / RECOGNITION_FILE)
+        for f in files:
+            if not f.is_file():
+                raise ConfigError(f"dlib model file '{f}' is missing; point --features at a "
+                                  f"folder holding {LANDMARKS_FILE} and {RECOGNITION_FILE}.")
+        return files
+    rec = packaged_model(RECOGNITION_FILE)
+    if rec is None or not rec.is_file():
+        raise DlibUnavailable(f"the face recognition model ({RECOGNITION_FILE}) is not installed; "
+                              f"install it with: {INSTALL_HINT}")
+    return landmarks_path(), rec
 
 
 def get_dlib(explicit_path: str | os.PathLike[str] | None = None) -> DlibModels:

@@ -105,7 +105,7 @@ class MatchWorker(QObject):
 
     @Slot(int, str, object, object)
     def index(self, job: int, gallery: str, opts: MatchOptions, translator: Any) -> None:
-        from sketchstudio.match_index import IndexCancelled
+        from sketchstudio.match import IndexCancelled
 
         try:
             m = self._get_matcher(opts, translator)

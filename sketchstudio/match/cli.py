@@ -2,7 +2,7 @@
 
     sketchstudio-match --gallery mugshots/ suspect_sketch.jpg --top 5 --json hits.json
 
-The gallery index is cached (see match_index), so a second search of the same folder only looks
+The gallery index is cached (see :mod:`sketchstudio.match.index`), so a second search of the same folder only looks
 at new or changed files. Ctrl-C while indexing stops cleanly and keeps the finished files.
 """
 
@@ -14,9 +14,9 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import SketchStudioError
-from .fsutil import atomic_write_json
-from .match_features import DEFAULT_METHOD, METHODS
+from ..errors import SketchStudioError
+from ..fsutil import atomic_write_json
+from .spaces import DEFAULT_METHOD, METHODS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     from tqdm import tqdm
 
-    from .match import MatchConfig, Matcher
-    from .match_index import IndexCancelled
+    from .index import IndexCancelled
+    from .matcher import MatchConfig, Matcher
 
     bar: tqdm | None = None
 

@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError, NoFaceFoundError, SketchStudioError
-from .fsutil import atomic_write, atomic_write_json, ensure_writable_dir
-from .imaging import check_image_file, is_image_path
-from .match_features import file_digest
-from .userdirs import user_cache_dir
+from ..errors import ImageError, NoFaceFoundError, SketchStudioError
+from ..fsutil import atomic_write, atomic_write_json, ensure_writable_dir, file_digest
+from ..imaging import check_image_file, is_image_path
+from ..userdirs import user_cache_dir
 
 log = logging.getLogger(__name__)
 

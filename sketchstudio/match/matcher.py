@@ -4,7 +4,7 @@ A query sketch is aligned, translated into a photo by F (sketch→photo), and co
 aligned gallery photo in a feature space (NLDA on grey pixels, or dlib's face embedding). The
 reverse, a photo query against a sketch gallery, goes through G (photo→sketch). Translating the
 one query instead of the whole gallery keeps indexing cheap (no network per gallery face), so a
-gallery of thousands indexes in seconds to minutes and is cached on disk (see match_index).
+gallery of thousands indexes in seconds to minutes and is cached on disk (see :mod:`sketchstudio.match.index`).
 
 By default (``compare="both"``) a gallery face's score is the mean of two cosines: with the
 translated query and with the query as drawn. NLDA is fitted on photo/sketch pairs, so the raw
@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .imaging import load_image
-from .match_features import (
+from ..errors import ConfigError
+from ..imaging import load_image
+from ..metrics.recognition import cosine_scores
+from .index import CancelFn, GalleryIndex, IndexStats, Problem, ProgressFn
+from .spaces import (
     DEFAULT_METHOD,
     METHODS,
     TEMPLATE_SIZE,
@@ -33,8 +35,6 @@ from .match_features import (
     as_template,
     make_feature_space,
 )
-from .match_index import CancelFn, GalleryIndex, IndexStats, Problem, ProgressFn
-from .metrics.recognition import cosine_scores
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def prepare_face(img: np.ndarray, kind: str, aligned: bool) -> tuple[np.ndarray,
     """
     if aligned:
         return as_template(img), "given"
-    from .faces import align  # imported here: dlib loads only when detection is needed
+    from ..faces import align  # imported here: dlib loads only when detection is needed
 
     res = align(img, kind=kind)
     if getattr(res, "n_faces", 1) > 1:
@@ -148,7 +148,7 @@ class Matcher:
     def translator(self):
         """The translation model, loaded on first use (torch is not needed to index)."""
         if self._translator is None:
-            from .engine import Translator
+            from ..engine import Translator
 
             self._translator = Translator(self.config.model, device=self.config.device)
         return self._translator

@@ -1,4 +1,4 @@
-"""Face recognition maths for sketch↔photo matching: null-space LDA and rank-k retrieval rates.
+"""Null-space LDA for sketch↔photo matching: fit a projection, save it, apply it.
 
 The paper measures how well synthesised faces can be recognised with NLDA (null-space LDA after
 PCA; Chen et al. 2000, as used by Wang & Tang 2009 for CUFS). NLDA suits this problem: with one
@@ -8,7 +8,9 @@ training person coincide (within-class scatter zero) while the people stay apart
 directions in which "photo" and "sketch" of the same person look alike.
 
 Pure numpy; no torch, no Qt. A fitted projection is a small ``.npz`` (mean + matrix) that the
-matcher ships under ``sketchstudio/assets/`` so that a clone without the training data still works.
+matcher ships under ``sketchstudio/assets/`` so that a clone without the training data still works
+(``python -m research.nlda_fit`` in a checkout refits it). The rank-k metrics that score any
+feature space are in :mod:`sketchstudio.metrics.recognition`.
 """
 
 from __future__ import annotations
@@ -176,29 +178,3 @@ def within_between_ratio(feats: np.ndarray, labels: Sequence[Any]) -> float:
         sw += float(((f - m) ** 2).sum())
         sb += float(len(f) * ((m - mu) ** 2).sum())
     return sw / max(sb, 1e-300)
-
-
-# --------------------------------------------------------------------------------------------
-def l2_normalise(f: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    f = np.asarray(f, dtype=np.float32)
-    return f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), eps)
-
-
-def cosine_scores(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """(Q, k) × (G, k) -> (Q, G) cosine similarities; higher is more alike."""
-    return l2_normalise(np.atleast_2d(queries)) @ l2_normalise(np.atleast_2d(gallery)).T
-
-
-def ranks_of_truth(scores: np.ndarray, truth: Sequence[int]) -> np.ndarray:
-    """1-based rank of the true gallery item for every query (ties count against the truth)."""
-    scores = np.asarray(scores)
-    t = np.asarray(truth)
-    true_scores = scores[np.arange(len(t)), t]
-    return (scores >= true_scores[:, None]).sum(axis=1)
-
-
-def rank_k_rates(scores: np.ndarray, truth: Sequence[int],
-                 ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
-    """Cumulative match characteristic at ``ks``: share of queries whose truth is in the top k."""
-    r = ranks_of_truth(scores, truth)
-    return {k: float((r <= k).mean()) for k in ks}

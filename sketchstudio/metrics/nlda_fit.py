@@ -29,8 +29,8 @@ import numpy as np
 from ..errors import DataError, SketchStudioError
 from ..faces.geometry import TEMPLATE_EYES
 from ..imaging import is_image_path, load_image
-from ..match_features import DEFAULT_NLDA_PATH, PixelPrep
-from .recognition import NLDAConfig, NLDAProjection, fit_nlda
+from ..match.nlda import NLDAConfig, NLDAProjection, fit_nlda
+from ..match.spaces import DEFAULT_NLDA_PATH, PixelPrep
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, NoFaceFoundError, SketchStudioError
+from ..fsutil import file_digest
 from ..imaging import load_image, save_image
 from ..match import prepare_face
-from ..match_features import DlibEmbedding, FeatureSpace, NLDAFeatures, file_digest
+from ..match.spaces import DlibEmbedding, FeatureSpace, NLDAFeatures
 from .recognition import cosine_scores, rank_k_rates
 
 log = logging.getLogger(__name__)
