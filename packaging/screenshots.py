@@ -199,17 +199,20 @@ def main() -> int:
         w.show_view("Train")
         from trainer.config import TrainConfig
 
+        val = tmp / "val.txt"  # two of the eight pairs held out: the validation plot fills in
+        val.write_text("".join(p.stem + "\n" for p in sorted((data / "photos").iterdir())[:2]))
         tp.set_config(TrainConfig(data_dir=str(data), out_dir=str(tmp / "run"), epochs=50,
                                   image_size=64, ngf=8, n_blocks=2, precision="fp32",
-                                  preview_every=5, checkpoint_every=1000,
+                                  preview_every=5, checkpoint_every=1000, val=str(val), val_every=5,
+                                  upsample="resize", rec_loss="l1",
                                   teacher_path=str(TEACHER) if TEACHER.is_file() else None))
         tp.data_field.set_text(str(data))  # emits: scan the folder as a user's choice would
         wait_until(app, lambda: tp.scan is not None, what="folder scan")
         if not tp.start():
             log.error("training did not start: %s", w.message_bar.text.text())
             return 1
-        wait_until(app, lambda: tp.step >= args.train_steps and tp.previews_seen > 0, timeout=900,
-                   what="training steps")
+        wait_until(app, lambda: tp.step >= args.train_steps and tp.previews_seen > 0
+                   and len(tp.val_history["sketch"]) >= 3, timeout=900, what="training steps")
         tp.toggle_pause()
         wait_until(app, lambda: tp.state == "paused", what="pause")
         tp._redraw_plot(force=True)

@@ -383,14 +383,15 @@ class TrainPanel(QWidget):
         val = pg.PlotWidget()
         val.showGrid(x=True, y=True, alpha=0.25)
         val.setLabel("bottom", "step")
-        val.setLabel("left", "validation FSIM")
+        val.setLabel("left", "held-out FSIM")
+        val.getAxis("left").enableAutoSIPrefix(False)  # FSIM is 0..1: no "(x0.001)" rescaling
         val.setMaximumHeight(150)
         val.addLegend(offset=(-10, 10))
         for k in VAL_TERMS:
             self._val_curves[k] = val.plot([], [], name=f"{k} (held-out)", symbol="o", symbolSize=5,
                                            pen=pg.mkPen(_VAL_COLORS[k], width=2),
                                            symbolBrush=_VAL_COLORS[k])
-        self.plot_holder.insertWidget(1, val, 0)
+        self.plot_holder.addWidget(val, 0)  # under the loss curves' legend row
         self._val_plot = val
         self._redraw_plot(force=True)
 
