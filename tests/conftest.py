@@ -74,18 +74,22 @@ def face_like(seed: int, w: int = 40, h: int = 48, sketch: bool = False) -> np.n
     return img
 
 
+def make_pairs(root: Path, n: int, prefix: str = "p") -> Path:
+    """A paired folder of ``n`` synthetic photo/sketch pairs (photos/ + sketches/) at ``root``."""
+    from sketchstudio.imaging import save_image
+
+    (root / "photos").mkdir(parents=True)
+    (root / "sketches").mkdir()
+    for i in range(n):
+        save_image(face_like(i), root / "photos" / f"{prefix}{i}.png")
+        save_image(face_like(i, sketch=True), root / "sketches" / f"{prefix}{i}.png")
+    return root
+
+
 @pytest.fixture
 def tiny_pairs(tmp_path) -> Path:
     """A paired folder with 3 synthetic photo/sketch pairs (photos/ + sketches/)."""
-    from sketchstudio.imaging import save_image
-
-    root = tmp_path / "pairs"
-    (root / "photos").mkdir(parents=True)
-    (root / "sketches").mkdir()
-    for i in range(3):
-        save_image(face_like(i), root / "photos" / f"p{i}.png")
-        save_image(face_like(i, sketch=True), root / "sketches" / f"p{i}.png")
-    return root
+    return make_pairs(tmp_path / "pairs", 3)
 
 
 def tiny_config(data: Path, out: Path, teacher: Path, **kw):

@@ -21,16 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def four_pairs(tmp_path) -> Path:
-    from sketchstudio.imaging import save_image
-    from tests.conftest import face_like
+    from tests.conftest import make_pairs
 
-    root = tmp_path / "pairs4"
-    (root / "photos").mkdir(parents=True)
-    (root / "sketches").mkdir()
-    for i in range(4):
-        save_image(face_like(i), root / "photos" / f"q{i}.png")
-        save_image(face_like(i, sketch=True), root / "sketches" / f"q{i}.png")
-    return root
+    return make_pairs(tmp_path / "pairs4", 4, prefix="q")
 
 
 def _args(data: Path, out: Path, teacher: Path, *extra: str) -> list[str]:
