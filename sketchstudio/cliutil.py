@@ -1,13 +1,16 @@
-"""Small helpers every command-line front end shares (argparse value types, logging set-up).
+"""Small helpers every command-line front end shares (argparse value types, logging set-up,
+the error line).
 
 They live in the core so that ``sketchstudio-translate``, ``sketchstudio-train``, the ablation/study
-runner and the match CLI parse numbers and report errors the same way.
+runner, the match CLI and the ``research`` tools of a checkout parse numbers and report errors the
+same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 
 def positive_int(text: str) -> int:
@@ -43,3 +46,15 @@ def image_size(text: str) -> int:
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+def report_error(prog: str, exc: BaseException | str) -> int:
+    """Print ``prog: error: message`` on stderr and return 2.
+
+    That is the line and the exit status argparse gives a bad invocation, so a refused input
+    found after parsing (a missing folder, an unreadable model) reads the same as a bad flag, and
+    scripts can tell both from a run that failed half-way (1) or was cancelled (130). Use as
+    ``return report_error(PROG, exc)`` in a front end's ``except SketchStudioError``.
+    """
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return 2

@@ -89,7 +89,7 @@ def test_bad_variant_and_cli(tiny_pairs, tmp_path, random_teacher, capsys):
 
 
 def test_loss_plot_window_and_file(tmp_path):
-    from trainer.report import auto_window, plot_losses
+    from research.report import auto_window, plot_losses
 
     assert auto_window(100) == 25 and auto_window(3000) == 100 and auto_window(60000) == 200
     log = tmp_path / "losses.jsonl"
@@ -106,7 +106,7 @@ def test_loss_plot_window_and_file(tmp_path):
 
 
 def test_loss_plot_marks_learning_rate_changes(tmp_path):
-    from trainer.report import lr_changes, main, parse_mark, read_loss_log
+    from research.report import lr_changes, main, parse_mark, read_loss_log
 
     log = tmp_path / "run" / "losses.jsonl"
     log.parent.mkdir()

@@ -213,7 +213,7 @@ def test_the_match_cache_is_private(tmp_path):
 
 
 def test_recognition_eval_cache_is_per_user(monkeypatch, tmp_path):
-    from sketchstudio.metrics import recognition_eval
+    from research import recognition_eval
 
     monkeypatch.setenv("SKETCHSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     seen = {}

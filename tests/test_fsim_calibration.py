@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from research.fsim_calibration import calibrate, gradient_energy, main
 from sketchstudio.imaging import load_image
 from sketchstudio.metrics.fsim import fsim_gray
-from trainer.fsim_calibration import calibrate, gradient_energy, main
 
 
 def _outputs_from_truth(pairs, dst):

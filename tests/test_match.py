@@ -319,7 +319,7 @@ def _paired_folder(root: Path, n: int) -> Path:
 
 
 def test_jitter_is_small_deterministic_and_moves_pixels():
-    from sketchstudio.metrics.nlda_fit import jittered
+    from research.nlda_fit import jittered
 
     crop = face_like(3, 200, 250)
     a = jittered(crop, np.random.default_rng(1))
@@ -332,9 +332,9 @@ def test_jitter_is_small_deterministic_and_moves_pixels():
 
 
 def test_fit_with_jitter_adds_samples_and_records_it(tmp_path):
+    from research.nlda_fit import fit_from_folders, main
     from sketchstudio.errors import DataError
     from sketchstudio.match.spaces import PixelPrep
-    from sketchstudio.metrics.nlda_fit import fit_from_folders, main
 
     data = _paired_folder(tmp_path / "d", 5)
     plain = fit_from_folders(data)
@@ -351,7 +351,7 @@ def test_fit_with_jitter_adds_samples_and_records_it(tmp_path):
 
 
 def test_recognition_eval_rejects_unknown_space(tmp_path, capsys):
-    from sketchstudio.metrics.recognition_eval import main
+    from research.recognition_eval import main
 
     rc = main(["--model", str(tmp_path / "none.safetensors"), "--data", str(tmp_path),
                "--spaces", "nlda,sift"])

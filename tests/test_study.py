@@ -125,9 +125,9 @@ def test_gradient_energy_is_zero_for_flat_and_higher_for_strokes():
 
 
 def test_report_plots_the_validation_log(tiny_pairs, tmp_path, random_teacher):
+    from research.report import main as report_main
     from tests.conftest import tiny_config
     from trainer.loop import Trainer
-    from trainer.report import main as report_main
 
     (tmp_path / "val.txt").write_text("p1\n")
     Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, epochs=2,
@@ -136,7 +136,7 @@ def test_report_plots_the_validation_log(tiny_pairs, tmp_path, random_teacher):
     img = load_image(tmp_path / "figs" / "val_curves.png")
     assert img.shape[0] > 200 and img.shape[1] > 400
     (tmp_path / "run" / "val.jsonl").write_text("")
-    from trainer.report import plot_validation
+    from research.report import plot_validation
 
     with pytest.raises(ValueError, match="holds no validation rows"):
         plot_validation(tmp_path / "run" / "val.jsonl", tmp_path / "x.png")

@@ -16,7 +16,7 @@ resampled so the face box is :data:`CHIP_FACE_WIDTH` pixels wide, which gives su
 positions for small faces and bounds the work for huge ones. The 5-point model's eye-corner
 mean also sits systematically lower than the eye centres of the CUFS convention (by about 3.4 %
 of the eye distance); :data:`EYE_CORRECTION` removes that bias. It was measured on the CUFS
-*train* photos with ``python -m sketchstudio.faces.evaluate --calibrate`` and is expressed in
+*train* photos with ``python -m research.alignment_eval --calibrate`` and is expressed in
 the frame of the detected eyes, so it holds at any scale and rotation (docs/alignment_eval.md).
 """
 

@@ -4,7 +4,7 @@ CUFS crops have their eye centres at the template positions, so the detected eye
 image should land there. ``--calibrate`` fits :data:`~sketchstudio.faces.detect.EYE_CORRECTION`
 on the *train* photos only (never on test); without it the current correction is evaluated.
 
-    python -m sketchstudio.faces.evaluate /path/to/cufs [--calibrate] [--markdown docs/alignment_eval.md]
+    python -m research.alignment_eval /path/to/cufs [--calibrate] [--markdown docs/alignment_eval.md]
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from sketchstudio.errors import NoFaceFoundError
+from sketchstudio.faces.detect import EYE_CORRECTION, correct_eyes, detect, eyes_from_landmarks
+from sketchstudio.faces.geometry import TEMPLATE_EYES, Eyes
 from sketchstudio.imaging import IMAGE_SUFFIXES, load_image
-
-from .detect import EYE_CORRECTION, correct_eyes, detect, eyes_from_landmarks
-from .geometry import TEMPLATE_EYES, Eyes
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ def table(rows: list[SetResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sketchstudio.faces.evaluate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m research.alignment_eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cufs", help="CUFS folder with train/ and test/ (photos/ and sketches/ each)")
     p.add_argument("--calibrate", action="store_true",

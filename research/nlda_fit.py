@@ -1,4 +1,4 @@
-"""Fit the NLDA projection the matcher ships: ``python -m sketchstudio.metrics.nlda_fit``.
+"""Fit the NLDA projection the matcher ships: ``python -m research.nlda_fit``.
 
 Classes are the training identities of a paired folder (``photos/`` + ``sketches/`` with equal
 stems, e.g. ../shared/data/cufs/train). Each identity contributes its photo and its sketch as the
@@ -26,13 +26,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import DataError, SketchStudioError
-from ..faces.geometry import TEMPLATE_EYES
-from ..imaging import is_image_path, load_image
-from ..match.nlda import NLDAConfig, NLDAProjection, fit_nlda
-from ..match.spaces import DEFAULT_NLDA_PATH, PixelPrep
+from sketchstudio.cliutil import report_error
+from sketchstudio.errors import DataError, SketchStudioError
+from sketchstudio.faces.geometry import TEMPLATE_EYES
+from sketchstudio.imaging import is_image_path, load_image
+from sketchstudio.match.nlda import NLDAConfig, NLDAProjection, fit_nlda
+from sketchstudio.match.spaces import DEFAULT_NLDA_PATH, PixelPrep
 
 log = logging.getLogger(__name__)
+PROG = "python -m research.nlda_fit"
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
@@ -93,7 +95,7 @@ def fit_from_folders(data: Path, extra: list[Path] | None = None, prep: PixelPre
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sketchstudio.metrics.nlda_fit",
+    ap = argparse.ArgumentParser(prog=PROG,
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="../shared/data/cufs/train",
                     help="paired folder with photos/ and sketches/ (aligned 200×250)")
@@ -115,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         proj.save(args.out, dtype=args.dtype)
     except SketchStudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(PROG, exc)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {proj.dim} dims, "
           f"{proj.info['n_identities']} identities)")
     return 0

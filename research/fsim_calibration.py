@@ -1,6 +1,6 @@
 """What FSIM numbers mean on a paired test set: the score of simple stand-ins for a model's output.
 
-``python -m trainer.fsim_calibration --data ../shared/data/cufs/test [--outputs EVAL_DIR]``
+``python -m research.fsim_calibration --data ../shared/data/cufs/test [--outputs EVAL_DIR]``
 
 FSIM between a photo and its own sketch is already ≈0.70 on CUHK, and a sketch shifted by two pixels
 scores ≈0.78, so a model's sketch FSIM only means something next to such anchors. For each test
@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from sketchstudio.cliutil import positive_int, report_error
 from sketchstudio.errors import DataError, SketchStudioError
 from sketchstudio.imaging import load_image
 from sketchstudio.metrics.fsim import fsim_gray
 from sketchstudio.metrics.texture import gradient_energy
+from trainer.data import scan_pairs
 
-from .data import scan_pairs
+PROG = "python -m research.fsim_calibration"
 
 Stand_in = Callable[[np.ndarray], np.ndarray]
 
@@ -87,18 +88,15 @@ def table(result: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer.fsim_calibration", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="paired test folder: photos/ + sketches/")
     p.add_argument("--outputs", help="a sketchstudio-eval --out folder to score alongside")
-    p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.add_argument("--limit", type=positive_int, help="only the first N pairs")
     args = p.parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        p.error(f"--limit must be at least 1, got {args.limit}")
     try:
         print(table(calibrate(args.data, args.outputs, args.limit)))
     except SketchStudioError as exc:
-        print(f"fsim_calibration: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(PROG, exc)
     return 0
 
 

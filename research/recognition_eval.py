@@ -1,4 +1,4 @@
-"""Forensic matching evaluation on a paired test set: ``python -m sketchstudio.metrics.recognition_eval``.
+"""Forensic matching evaluation on a paired test set: ``python -m research.recognition_eval``.
 
 The protocol of docs/matching_eval.md: every test sketch queries the gallery of all test photos
 (and every test photo the gallery of all test sketches); the truth is the item with the same
@@ -27,15 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, NoFaceFoundError, SketchStudioError
-from ..fsutil import file_digest
-from ..imaging import load_image, save_image
-from ..match import prepare_face
-from ..match.spaces import DlibEmbedding, FeatureSpace, NLDAFeatures
-from .recognition import cosine_scores, rank_k_rates
+from sketchstudio.cliutil import report_error
+from sketchstudio.errors import ConfigError, NoFaceFoundError, SketchStudioError
+from sketchstudio.fsutil import file_digest
+from sketchstudio.imaging import load_image, save_image
+from sketchstudio.match import prepare_face
+from sketchstudio.match.spaces import DlibEmbedding, FeatureSpace, NLDAFeatures
+from sketchstudio.metrics.recognition import cosine_scores, rank_k_rates
 
 log = logging.getLogger(__name__)
 KS = (1, 5, 10)
+PROG = "python -m research.recognition_eval"
 
 
 @dataclass
@@ -153,13 +155,13 @@ SPACES = tuple(SPACE_MAKERS)
 
 def default_eval_cache() -> Path:
     """``eval-cache`` in the per-user cache folder (see :func:`sketchstudio.userdirs.user_cache_dir`)."""
-    from ..userdirs import user_cache_dir
+    from sketchstudio.userdirs import user_cache_dir
 
     return user_cache_dir() / "eval-cache"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sketchstudio.metrics.recognition_eval",
+    ap = argparse.ArgumentParser(prog=PROG,
                                  description="Rank-k sketch↔photo matching rates on a test set.")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/cufs/test"))
     ap.add_argument("--model", default="runs/kt-cufs/checkpoint.safetensors")
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    from ..engine import Translator
+    from sketchstudio.engine import Translator
 
     try:
         wanted = [s.strip() for s in args.spaces.split(",") if s.strip()]
@@ -190,13 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.data, translator, args.cache or default_eval_cache(), spaces,
                           aligned=not args.detect)
     except SketchStudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(PROG, exc)
     print(markdown(result))
     if result["not_aligned"]["sketches"] or result["not_aligned"]["photos"]:
         print(f"\nnot aligned (counted as misses): {result['not_aligned']}")
     if args.json:
-        from ..fsutil import atomic_write_json
+        from sketchstudio.fsutil import atomic_write_json
 
         atomic_write_json(args.json, result)
     return 0

@@ -1,6 +1,6 @@
 """Model-card figures: loss curves from losses.jsonl and a grid of example translations.
 
-``python -m trainer.report --run runs/kt-cufs --model M --data ../shared/data/cufs/test --out DIR``
+``python -m research.report --run runs/kt-cufs --model M --data ../shared/data/cufs/test --out DIR``
 writes ``loss_curves.png``, ``val_curves.png`` (for a run trained with ``--val``) and
 ``examples.jpg`` (needs matplotlib, in the ``dev`` extra).
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from sketchstudio.cliutil import positive_int
 from sketchstudio.engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
 from sketchstudio.fsutil import atomic_write_bytes
 from sketchstudio.imaging import load_image, save_image
-
-from .data import scan_pairs
+from trainer.data import scan_pairs
 
 TERMS = ("tea", "stu", "rec", "total")
 
@@ -185,20 +185,18 @@ def parse_mark(text: str) -> tuple[float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer.report")
+    p = argparse.ArgumentParser(prog="python -m research.report")
     p.add_argument("--run", help="run folder with losses.jsonl")
     p.add_argument("--model", help="model for the example grid")
     p.add_argument("--data", help="paired test folder for the example grid")
     p.add_argument("--out", required=True)
-    p.add_argument("--smooth", type=int, default=None, metavar="STEPS",
+    p.add_argument("--smooth", type=positive_int, default=None, metavar="STEPS",
                    help="moving-average width of the loss plot (default: about 1/30 of the log; "
                         "one epoch's steps averages every training face once)")
     p.add_argument("--mark", action="append", default=[], metavar="STEP=LABEL",
                    help="a dotted line on the loss plot (repeatable), e.g. 2844='lr 5e-5' for logs "
                         "written before the trainer recorded the learning rate")
     a = p.parse_args(argv)
-    if a.smooth is not None and a.smooth < 1:
-        p.error(f"--smooth must be at least 1 (got {a.smooth})")
     try:
         marks = [parse_mark(m) for m in a.mark]
     except ValueError as exc:
