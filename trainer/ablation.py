@@ -24,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sketchstudio.cliutil import image_size, positive_int, report_error, setup_logging
 from sketchstudio.errors import SketchStudioError
 from sketchstudio.fsutil import atomic_write, atomic_write_json, ensure_writable_dir
 
-from .cli import _positive_int, _setup_logging, _size, stop_on_signals
+from .cli import stop_on_signals
 from .config import TrainConfig
 from .events import TrainControl, TrainEvent
 
@@ -134,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", required=True, help="test pairs to score FSIM on")
     p.add_argument("--test-split", help="MANIFEST filter for the test pairs")
     p.add_argument("--out", required=True, help="folder for one run per variant and the table")
-    p.add_argument("--epochs", type=_positive_int, default=AblationConfig.epochs)
-    p.add_argument("--size", type=_size, default=AblationConfig.image_size)
-    p.add_argument("--ngf", type=_positive_int, default=AblationConfig.ngf)
+    p.add_argument("--epochs", type=positive_int, default=AblationConfig.epochs)
+    p.add_argument("--size", type=image_size, default=AblationConfig.image_size)
+    p.add_argument("--ngf", type=positive_int, default=AblationConfig.ngf)
     p.add_argument("--blocks", type=int, default=AblationConfig.n_blocks)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="VGG-19 weights; else $SKETCHSTUDIO_TEACHER or torchvision's")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
-    _setup_logging(a.verbose)
+    setup_logging(a.verbose)
     if a.threads:
         import torch
 
@@ -158,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl+C / SIGTERM checkpoint the running variant; the same command resumes it
         table = run_ablation(cfg, control=stop_on_signals(TrainControl()))
     except SketchStudioError as exc:
-        print(f"sketchstudio-ablation: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("sketchstudio-ablation", exc)
     if len(table["variants"]) < len(cfg.variants):
         print("Ablation stopped; run the same command again to resume.", file=sys.stderr)
         return 1

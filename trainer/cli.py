@@ -11,7 +11,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from sketchstudio.cliutil import image_size, non_negative_int, positive_int, setup_logging
+from sketchstudio.cliutil import (
+    image_size,
+    non_negative_int,
+    positive_int,
+    report_error,
+    setup_logging,
+)
 from sketchstudio.errors import ConfigError, SketchStudioError
 
 from .config import (
@@ -30,9 +36,6 @@ log = logging.getLogger("sketchstudio")
 #: exit status of a run stopped by Ctrl+C / SIGTERM before its last step
 EXIT_CANCELLED = 130
 
-_positive_int = positive_int  # names the ablation/study runner imports
-_size = image_size
-_setup_logging = setup_logging
 
 #: argparse value types of the fields whose flags check more than the field's type
 _ARG_TYPES: dict[str, Callable[[str], Any]] = {
@@ -169,8 +172,7 @@ def train_main(argv: list[str] | None = None) -> int:
         finally:
             distributed.shutdown(ctx)
     except SketchStudioError as exc:
-        print(f"sketchstudio-train: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("sketchstudio-train", exc)
     if ctx.is_main:
         state = "cancelled" if result.cancelled else "finished"
         ranks = f" ({ctx.world_size} processes)" if ctx.enabled else ""
@@ -210,8 +212,7 @@ def eval_main(argv: list[str] | None = None) -> int:
                           progress=progress)
     except SketchStudioError as exc:
         bar.close()
-        print(f"sketchstudio-eval: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("sketchstudio-eval", exc)
     bar.close()
     print(result.table())
     if args.out:
@@ -244,8 +245,7 @@ def export_main(argv: list[str] | None = None) -> int:
                             dtype=torch.float32 if args.fp32 else torch.float16, metrics=metrics,
                             ema=args.ema)
     except (SketchStudioError, OSError, ValueError, KeyError) as exc:
-        print(f"sketchstudio-export: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("sketchstudio-export", exc)
     print(f"Model written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -14,14 +14,17 @@ import signal
 import sys
 from pathlib import Path
 
+from ..cliutil import report_error
 from ..errors import SketchStudioError
 from ..fsutil import atomic_write_json
 from .spaces import DEFAULT_METHOD, METHODS
 
+PROG = "sketchstudio-match"
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="sketchstudio-match",
+        prog=PROG,
         description="Rank the faces in a gallery folder against query sketches (or photos).")
     p.add_argument("queries", nargs="+", metavar="QUERY", help="query image files")
     p.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
@@ -95,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cancelled: {exc}", file=sys.stderr)
         return 130
     except SketchStudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(PROG, exc)
 
     problems = index.problems()
     print(f"gallery {index.root}: {len(index.paths())} faces indexed "
@@ -123,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             atomic_write_json(Path(args.json), results)
         except SketchStudioError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return report_error(PROG, exc)
     if failed:
         print(f"\n{failed} of {len(args.queries)} queries could not be matched (listed above).",
               file=sys.stderr)
