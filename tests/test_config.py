@@ -19,7 +19,7 @@ NON_DEFAULT = {
     "beta2": 0.99, "loss_weights": (0.0, 0.0, 1.0), "tap_compare": "standardised",
     "stu_compare": "cosine", "rec_loss": "l1", "style_weight": 0.5, "perceptual_weight": 0.25,
     "precision": "fp32", "device": "cpu", "seed": 5, "teacher_path": "/t/vgg.pth",
-    "teacher_norm": "none", "teacher_norm_samples": 3, "hflip": False, "ema_decay": 0.99,
+    "teacher_norm": "none", "teacher_norm_samples": 3, "hflip": False, "augment": True, "ema_decay": 0.99,
     "checkpoint_every": 9, "preview_every": 11, "val": "cufs", "val_every": 13, "align": True,
     "split": "train",
 }

@@ -311,3 +311,56 @@ def test_bad_numbers_are_messages_not_tracebacks(tiny_pairs, tmp_path, random_te
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and msg in capsys.readouterr().err
+
+
+# --- augmentation -------------------------------------------------------------------------------
+def test_augmented_crops_cut_the_same_window_of_photo_and_sketch(tiny_pairs):
+    from trainer.data import PairedFolder
+    from trainer.loop import augment_margin
+
+    plain = PairedFolder(tiny_pairs, 32)
+    wide = PairedFolder(tiny_pairs, 32, margin=augment_margin(32))
+    assert wide.margin == 4 and wide[0][0].shape == plain[0][0].shape == (3, 32, 32)
+    x0, y0 = wide.crop(1, 0, 0)
+    x4, y4 = wide.crop(1, 4, 4)
+    # a window 4 px right and down: the overlap agrees in both images of the pair
+    assert torch.equal(x0[:, 4:, 4:], x4[:, :-4, :-4]) and torch.equal(y0[:, 4:, 4:], y4[:, :-4, :-4])
+    with pytest.raises(ValueError, match="outside 0..4"):
+        wide.crop(0, 5, 0)
+
+
+def test_photo_jitter_by_hand():
+    from trainer.loop import jitter_photo
+
+    x = torch.tensor([[[-1.0, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]])  # (3, 1, 2)
+    assert torch.allclose(jitter_photo(x, 1.0, 1.0, 1.0), x)
+    # brightness 0.5 on [0, 1] values, then back to [-1, 1]
+    assert torch.allclose(jitter_photo(x, 0.5, 1.0, 1.0), ((x + 1) / 2 * 0.5) * 2 - 1)
+    grey = jitter_photo(x, 1.0, 1.0, 0.0)  # saturation 0: every channel is the grey level
+    assert torch.allclose(grey[0], grey[1]) and torch.allclose(grey[1], grey[2])
+
+
+def test_augmented_training_resumes_exactly_and_jitters_only_photos(tiny_pairs, tmp_path,
+                                                                    random_teacher):
+    full = Trainer(tiny_config(tiny_pairs, tmp_path / "a", random_teacher, epochs=2, augment=True)).run()
+    ctl = TrainControl()
+
+    def stop(e):
+        if isinstance(e, StepEvent) and e.step == 2:
+            ctl.cancel()
+
+    Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, epochs=2, augment=True),
+            on_event=stop, control=ctl).run()
+    done = Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, epochs=2, augment=True),
+                   resume=True).run()
+    assert done.last_losses == pytest.approx(full.last_losses)
+    t = Trainer(tiny_config(tiny_pairs, tmp_path / "c", random_teacher, augment=True))
+    t._setup()
+    x, y = t._batch(0, 0)
+    j = t._epoch_plan(0)[0][0]
+    left, top = t._augment_plan(0)[0][j].tolist()
+    raw_x, raw_y = t.data.crop(j, left, top)
+    flip = t._epoch_plan(0)[1][j]
+    raw_x, raw_y = (raw_x.flip(-1), raw_y.flip(-1)) if flip else (raw_x, raw_y)
+    assert torch.equal(y[0], raw_y)  # the sketch is cropped, never jittered
+    assert not torch.equal(x[0], raw_x)  # the photo is jittered

@@ -90,6 +90,10 @@ class TrainConfig:
                                      "images used for the teacher's channel means (0 = all)")
     #: random horizontal flips of each pair (a choice beyond the paper: faces are ~symmetric)
     hflip: bool = _opt(True, "--flip", "random horizontal flips of each pair (--no-flip: off)")
+    #: random crops of a 1/8 larger resize (the same crop for photo and sketch) and mild colour
+    #: jitter on photos (brightness, contrast, saturation ±10 %): more faces from 241 pairs
+    augment: bool = _opt(False, "--augment", "random crops of a slightly larger resize and colour "
+                         "jitter on photos (--no-augment: off)")
     #: decay of an exponential moving average of G's and F's weights, kept beside them in the
     #: checkpoint (0 = off). Batch-1 training leaves single checkpoints noisy: twelve checkpoints
     #: of the CUFS run scored 0.692–0.729 sketch FSIM (mean 0.712); averages of their weights

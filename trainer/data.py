@@ -190,15 +190,18 @@ class PairedFolder(Dataset):
     epochs after the first cost no decoding and a corrupt file fails before training starts.
     ``transform`` (e.g. face alignment) maps each decoded RGB image before resizing.
     ``exclude_stems``: pairs held out (the validation split); ``scan`` still lists every pair.
+    ``margin``: images are kept at ``size + margin`` so :meth:`crop` can cut random ``size`` crops
+    (augmentation); indexing returns the centre crop, so callers that do not augment see the
+    same framing either way.
     """
 
     def __init__(self, root: str | Path, size: int = 256, split: str | None = None,
                  transform: Callable[[np.ndarray, str], np.ndarray] | None = None,
-                 exclude_stems: Collection[str] = ()) -> None:
+                 exclude_stems: Collection[str] = (), margin: int = 0) -> None:
         scan = scan_pairs(root, split)
         held_out = set(exclude_stems)
         self.pairs = [p for p in scan.require_ok("Training") if p.stem not in held_out]
-        self.scan, self.size = scan, size
+        self.scan, self.size, self.margin = scan, size, margin
         self._cache: list[tuple[np.ndarray, np.ndarray]] = []
         problems: list[str] = []
         for pair in self.pairs:
@@ -208,7 +211,7 @@ class PairedFolder(Dataset):
                     img = load_image(p)
                     if transform is not None:
                         img = transform(img, kind)
-                    imgs.append(resize(img, size, size))
+                    imgs.append(resize(img, size + margin, size + margin))
                 except (ImageError, SketchStudioError) as exc:
                     problems.append(f"{p}: {exc}")
             if len(imgs) == 2:
@@ -221,8 +224,15 @@ class PairedFolder(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.crop(i, self.margin // 2, self.margin // 2)
+
+    def crop(self, i: int, left: int, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair ``i`` cut at (left, top), ``size`` square: the same window of photo and sketch."""
+        if not (0 <= left <= self.margin and 0 <= top <= self.margin):
+            raise ValueError(f"crop offset ({left}, {top}) outside 0..{self.margin}")
         photo, sketch = self._cache[i]
-        return array_to_tensor(photo), array_to_tensor(sketch)
+        win = (slice(top, top + self.size), slice(left, left + self.size))
+        return array_to_tensor(photo[win]), array_to_tensor(sketch[win])
 
     def describe(self) -> dict[str, object]:
         return {"root": str(self.scan.root), "layout": self.scan.layout, "n_pairs": len(self),

@@ -60,6 +60,26 @@ from .validation import BEST_FILE, VAL_LOG, read_stems, split_pairs
 
 log = logging.getLogger(__name__)
 
+#: ± fraction of the photo colour jitter (brightness, contrast, saturation) with ``augment``
+JITTER = 0.1
+
+
+def augment_margin(size: int) -> int:
+    """Extra pixels kept around each image for random crops: 1/8 of the size, a multiple of 4."""
+    return max(4, size // 32 * 4)
+
+
+def jitter_photo(x: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
+    """Mild colour jitter of a (3, H, W) image in [-1, 1]; sketches are never jittered (their
+    grey levels are the target)."""
+    v = (x + 1) / 2
+    mean = v.mean()
+    v = (v - mean) * contrast + mean
+    v = v * brightness
+    grey = v.mean(dim=0, keepdim=True)
+    v = grey + (v - grey) * saturation
+    return v.clamp(0, 1) * 2 - 1
+
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LOSS_LOG = "losses.jsonl"
 _ARCH_KEYS = ("ngf", "n_blocks", "image_size", "upsample")
@@ -143,7 +163,8 @@ class Trainer:
         val_stems = read_stems(cfg.val) if cfg.val else []
         self.data = PairedFolder(cfg.data_dir, cfg.image_size, split=cfg.split,
                                  transform=self._align_transform() if cfg.align else None,
-                                 exclude_stems=val_stems)
+                                 exclude_stems=val_stems,
+                                 margin=augment_margin(cfg.image_size) if cfg.augment else 0)
         self.val_pairs = split_pairs(self.data.scan.pairs, val_stems, cfg.val).val if cfg.val else []
         self.teacher: VGGTeacher = load_teacher(cfg.teacher_path, device=self.device)
         torch.manual_seed(cfg.seed)
@@ -399,13 +420,27 @@ class Trainer:
         flips = (torch.rand(self.n, generator=g) < 0.5).tolist() if self.cfg.hflip else [False] * self.n
         return perm, flips
 
+    def _augment_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per pair of epoch ``epoch``: crop offsets (n, 2) and photo jitter factors (n, 3),
+        from their own seeded generator, so runs without augmentation keep their data order."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch + 7_919_000)
+        offsets = torch.randint(0, self.data.margin + 1, (self.n, 2), generator=g)
+        jitter = 1.0 + (torch.rand(self.n, 3, generator=g) * 2 - 1) * JITTER
+        return offsets, jitter
+
     def _batch(self, epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         perm, flips = self._epoch_plan(epoch)
         bs = self.cfg.batch_size
         big = bs * self.dist.world_size  # the global batch; this rank trains on its slice
         xs, ys = [], []
+        aug = self._augment_plan(epoch) if self.cfg.augment else None
         for j in self.dist.shard(perm[i * big:(i + 1) * big], perm, bs):
-            x, y = self.data[j]
+            if aug is None:
+                x, y = self.data[j]
+            else:
+                left, top = aug[0][j].tolist()
+                x, y = self.data.crop(j, left, top)
+                x = jitter_photo(x, *aug[1][j].tolist())
             if flips[j]:
                 x, y = x.flip(-1), y.flip(-1)
             xs.append(x)

@@ -246,6 +246,10 @@ class TrainPanel(QWidget):
         rform.addRow("Learning rate", self.lr_schedule)
         rform.addRow("Validation split", self.val_field)
         rform.addRow("Validate every", self.val_every)
+        self.augment = QCheckBox("Random crops and photo colour jitter")
+        self.augment.setToolTip("Each step sees a random crop of a 1/8 larger resize (the same for "
+                                "photo and sketch) and a photo with ±10 % brightness, contrast and "
+                                "saturation: more variety from a small paired set")
 
         # buttons
         self.start_button = QPushButton("Start")
@@ -254,6 +258,7 @@ class TrainPanel(QWidget):
         self.resume_run_button = QPushButton("Resume a run…")
         self.resume_run_button.setToolTip("Continue an interrupted run from its output folder")
         self.load_button = QPushButton("Load into Translate")
+        rform.addRow("Augmentation", self.augment)
         self.load_button.setToolTip("Use the trained model in the Translate view")
         row1 = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.cancel_button):
@@ -461,7 +466,7 @@ class TrainPanel(QWidget):
             upsample=self.upsample.currentText(), rec_loss=self.rec_loss.currentText(),
             lr_schedule=self.lr_schedule.currentText(), style_weight=self.style_weight.value(),
             perceptual_weight=self.perceptual_weight.value(), val=self.val_field.text() or None,
-            val_every=self.val_every.value())
+            val_every=self.val_every.value(), augment=self.augment.isChecked())
         return cfg.validate()
 
     def set_config(self, cfg: Any) -> None:
@@ -498,6 +503,7 @@ class TrainPanel(QWidget):
     def is_training(self) -> bool:
         return self.worker is not None
 
+        self.augment.setChecked(bool(cfg.augment))
     def _start_clicked(self) -> None:
         out = Path(self.out_field.text()) if self.out_field.text() else None
         resume = False
@@ -728,7 +734,8 @@ class TrainPanel(QWidget):
                   self.ngf, self.n_blocks, self.precision, self.w_tea, self.w_stu, self.w_rec,
                   self.preview_every, self.checkpoint_every, self.ema_decay, self.check_faces,
                   self.tap_compare, self.stu_compare, self.upsample, self.rec_loss, self.lr_schedule,
-                  self.style_weight, self.perceptual_weight, self.val_field, self.val_every):
+                  self.style_weight, self.perceptual_weight, self.val_field, self.val_every,
+                  self.augment):
             w.setEnabled(not running)
 
     def _redraw_plot(self, force: bool = False) -> None:
