@@ -8,7 +8,6 @@ writes ``loss_curves.png``, ``val_curves.png`` (for a run trained with ``--val``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +20,10 @@ from sketchstudio.engine import PHOTO2SKETCH, SKETCH2PHOTO, Translator
 from sketchstudio.fsutil import atomic_write_bytes
 from sketchstudio.imaging import load_image, save_image
 from trainer.data import scan_pairs
+from trainer.rundir import LOSS_LOG, VAL_LOG, read_rows
+from trainer.rundir import read_columns as read_loss_log
 
 TERMS = ("tea", "stu", "rec", "total")
-
-
-def read_loss_log(path: str | Path) -> dict[str, np.ndarray]:
-    rows = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
-    keys = sorted({k for r in rows for k in r})
-    return {k: np.array([r.get(k, np.nan) for r in rows], dtype=float) for k in keys}
 
 
 def _smooth(v: np.ndarray, k: int) -> np.ndarray:
@@ -119,7 +114,7 @@ def plot_validation(val_path: str | Path, out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(ln) for ln in Path(val_path).read_text().splitlines() if ln.strip()]
+    rows = read_rows(val_path)
     if not rows:
         raise ValueError(f"'{val_path}' holds no validation rows")
     steps = [r["step"] for r in rows]
@@ -204,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.run:
-        print(plot_losses(Path(a.run) / "losses.jsonl", out / "loss_curves.png", smooth=a.smooth,
+        print(plot_losses(Path(a.run) / LOSS_LOG, out / "loss_curves.png", smooth=a.smooth,
                           marks=marks))
-        if (Path(a.run) / "val.jsonl").is_file():
-            print(plot_validation(Path(a.run) / "val.jsonl", out / "val_curves.png"))
+        if (Path(a.run) / VAL_LOG).is_file():
+            print(plot_validation(Path(a.run) / VAL_LOG, out / "val_curves.png"))
     if a.model and a.data:
         print(example_grid(a.model, a.data, out / "examples.jpg"))  # JPEG: ~0.35 MB vs 1.8 MB
     return 0

@@ -17,6 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .vocab import DIRECTION_INPUT
+
 #: OpenCV colour maps by name; "inferno" reads well on both light and dark backgrounds.
 COLORMAPS = {"inferno": cv2.COLORMAP_INFERNO, "viridis": cv2.COLORMAP_VIRIDIS,
              "magma": cv2.COLORMAP_MAGMA, "jet": cv2.COLORMAP_JET}
@@ -165,7 +167,7 @@ def teacher_input_role(side: str, direction: str) -> str:
     """
     if side not in ("P", "S"):
         raise ValueError(f"teacher side must be 'P' or 'S', got {side!r}")
-    input_side = {"photo2sketch": "P", "sketch2photo": "S"}[direction]
+    input_side = "P" if DIRECTION_INPUT[direction] == "photo" else "S"
     return "input" if side == input_side else "output"
 
 

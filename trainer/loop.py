@@ -9,7 +9,6 @@ Checkpoints (weights, Adam state, RNG state, step) are written atomically every
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -31,9 +30,9 @@ from sketchstudio.checkpoint import (
     student_tensors,
 )
 from sketchstudio.device import autocast, describe_device, pick_device, resolve_precision
-from sketchstudio.errors import ConfigError, OutputError, SketchStudioError
+from sketchstudio.errors import ConfigError, SketchStudioError
 from sketchstudio.features import transfer_pairs
-from sketchstudio.fsutil import atomic_write, disk_full_error, ensure_writable_dir, is_disk_full
+from sketchstudio.fsutil import atomic_write, ensure_writable_dir
 from sketchstudio.imaging import to_image
 from sketchstudio.models import TEACHER_TAPS, StudentNet, VGGTeacher, load_teacher
 
@@ -55,6 +54,7 @@ from .events import (
     ValEvent,
 )
 from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_objective
+from .rundir import CHECKPOINT_FILE, LOSS_LOG, append_row, read_rows, truncate_log
 from .runlock import claim_run_folder
 from .validation import BEST_FILE, VAL_LOG, read_stems, split_pairs
 
@@ -80,8 +80,6 @@ def jitter_photo(x: torch.Tensor, brightness: float, contrast: float, saturation
     v = grey + (v - grey) * saturation
     return v.clamp(0, 1) * 2 - 1
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-LOSS_LOG = "losses.jsonl"
 _ARCH_KEYS = ("ngf", "n_blocks", "image_size", "upsample")
 
 
@@ -308,37 +306,18 @@ class Trainer:
     def _log_row(self, fh, row: dict) -> None:
         """Append one row to the loss log. A full disk stops the run with a message saying where
         (the last checkpoint stays intact; a torn last row is dropped on resume)."""
-        line = json.dumps(row) + "\n"
-        try:
-            fh.write(line)
-            fh.flush()
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise disk_full_error(self.out_dir, len(line), LOSS_LOG) from exc
-            raise OutputError(f"Cannot write {self.out_dir / LOSS_LOG}: {exc.strerror or exc}") from exc
+        append_row(fh, row, self.out_dir / LOSS_LOG)
 
     def _truncate_log(self, name: str) -> None:
         """Drop rows of a JSON-lines log written after the step the run (re)starts from."""
-        path = self.out_dir / name
-        if not path.exists():
-            return
-        keep = []
-        for ln in path.read_text().splitlines():
-            try:
-                if ln.strip() and json.loads(ln).get("step", 0) <= self.step:
-                    keep.append(ln)
-            except json.JSONDecodeError:
-                log.warning("%s: dropped an unreadable line (torn by a crash?)", path)
-        with atomic_write(path, "w") as fh:
-            fh.write("".join(ln + "\n" for ln in keep))
+        truncate_log(self.out_dir / name, self.step)
 
     def _last_val_step(self) -> int:
-        path = self.out_dir / VAL_LOG
         try:
-            rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-        except (OSError, ValueError):
+            rows = read_rows(self.out_dir / VAL_LOG)
+        except OSError:
             return -1
-        return int(rows[-1]["step"]) if rows else -1
+        return int(rows[-1].get("step", -1)) if rows else -1
 
     def _best_so_far(self) -> dict | None:
         """The best validation score kept so far: read from best.safetensors itself, so a crash
@@ -405,7 +384,7 @@ class Trainer:
             save_checkpoint(self.out_dir / BEST_FILE, ckpt.tensors, ckpt.meta)
             self.best_val = row
         with open(self.out_dir / VAL_LOG, "a") as fh:
-            fh.write(json.dumps(row | {"best": best}) + "\n")
+            append_row(fh, row | {"best": best}, self.out_dir / VAL_LOG)
         log.info("validation at step %d: photo %.4f, sketch %.4f%s (%.0f s)", self.step,
                  res.photo_fsim, res.sketch_fsim, " (best)" if best else "", time.perf_counter() - t0)
         event = ValEvent(step=self.step, photo_fsim=res.photo_fsim, sketch_fsim=res.sketch_fsim,

@@ -15,24 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# (teacher: "P" photo | "S" sketch, teacher tap, student tap) — j-th with j-th.
-G_TEACHER_PAIRS: tuple[tuple[str, str, str], ...] = (
-    ("P", "relu1_1", "IC"), ("P", "relu2_1", "DC1"), ("P", "relu3_1", "DC2"),
-    ("S", "relu3_1", "Block"), ("S", "relu2_1", "UC1"), ("S", "relu1_1", "UC2"),
-)
-F_TEACHER_PAIRS: tuple[tuple[str, str, str], ...] = (
-    ("P", "relu1_1", "UC2"), ("P", "relu2_1", "UC1"), ("P", "relu3_1", "Block"),
-    ("S", "relu3_1", "DC2"), ("S", "relu2_1", "DC1"), ("S", "relu1_1", "IC"),
-)
-# (G tap, F tap)
-STUDENT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("IC", "UC2"), ("DC1", "UC1"), ("DC2", "Block"), ("Block", "DC2"), ("UC1", "DC1"), ("UC2", "IC"),
-)
+# The pairing tables and tap widths are model vocabulary (the GUI needs them without torch): they
+# live in sketchstudio.vocab and are re-exported here, where the losses that use them are.
+from sketchstudio.vocab import F_TEACHER_PAIRS as F_TEACHER_PAIRS
+from sketchstudio.vocab import G_TEACHER_PAIRS as G_TEACHER_PAIRS
+from sketchstudio.vocab import STUDENT_PAIRS as STUDENT_PAIRS
+from sketchstudio.vocab import TAP_WIDTHS, TEACHER_CHANNELS
 
 Taps = dict[str, torch.Tensor]
-
-TEACHER_CHANNELS = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256}
-_TAP_WIDTH = {"IC": 1, "DC1": 2, "DC2": 4, "Block": 4, "UC1": 2, "UC2": 1}  # × ngf
 
 
 def make_adapters(pairs: tuple[tuple[str, str, str], ...], ngf: int,
@@ -50,7 +40,7 @@ def make_adapters(pairs: tuple[tuple[str, str, str], ...], ngf: int,
     """
     out = nn.ModuleDict()
     for _, t, s in pairs:
-        c_s, c_t = _TAP_WIDTH[s] * ngf, TEACHER_CHANNELS[t]
+        c_s, c_t = TAP_WIDTHS[s] * ngf, TEACHER_CHANNELS[t]
         if c_s != c_t or every_tap:
             conv = nn.Conv2d(c_s, c_t, 1, bias=every_tap)
             if c_s == c_t:

@@ -16,13 +16,13 @@ from pathlib import Path
 from sketchstudio.errors import ConfigError, DataError
 
 from .data import Pair
+from .rundir import BEST_FILE as BEST_FILE
+from .rundir import VAL_LOG as VAL_LOG
 
 log = logging.getLogger(__name__)
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 NAMED_SPLITS = {"cufs": SPLITS_DIR / "cufs_val.txt"}
-BEST_FILE = "best.safetensors"
-VAL_LOG = "val.jsonl"
 
 
 def read_stems(spec: str) -> list[str]:

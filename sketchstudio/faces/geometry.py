@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sketchstudio.errors import EyePositionError
+from sketchstudio.vocab import Eyes
 
 #: Crop size of the CUFS convention (width, height).
 TEMPLATE_SIZE: tuple[int, int] = (200, 250)
@@ -20,8 +21,6 @@ TEMPLATE_EYES: tuple[tuple[float, float], tuple[float, float]] = ((75.0, 125.0),
 #: Manual eyes closer than this (pixels, in the original image) cannot define a face.
 MIN_EYE_DISTANCE = 5.0
 
-Point = tuple[float, float]
-Eyes = tuple[Point, Point]
 
 
 def order_eyes(a: Sequence[float], b: Sequence[float]) -> Eyes:

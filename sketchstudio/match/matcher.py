@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..imaging import load_image
 from ..metrics.recognition import cosine_scores
+from ..vocab import PHOTO2SKETCH, SKETCH2PHOTO
 from .index import CancelFn, GalleryIndex, IndexStats, Problem, ProgressFn
 from .spaces import (
     DEFAULT_METHOD,
@@ -42,7 +43,7 @@ QUERY_KINDS = ("sketch", "photo")
 #: what the gallery is compared with: the translated query, the raw query, or both (mean score)
 COMPARE_MODES = ("both", "translated", "raw")
 #: query kind -> (gallery kind, translation direction that turns the query into a gallery kind)
-_PLAN = {"sketch": ("photo", "sketch2photo"), "photo": ("sketch", "photo2sketch")}
+_PLAN = {"sketch": ("photo", SKETCH2PHOTO), "photo": ("sketch", PHOTO2SKETCH)}
 #: bump when face preparation changes in a way that changes features
 PREP_VERSION = 1
 

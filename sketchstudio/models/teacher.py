@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from ..errors import TeacherUnavailableError
+from ..vocab import TEACHER_CHANNELS, TEACHER_TAPS
 
 log = logging.getLogger(__name__)
 
 ENV_VAR = "SKETCHSTUDIO_TEACHER"
-TEACHER_TAPS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1")
 #: index in ``features`` after which each tap is taken (torchvision's VGG-19 layout)
 _TAP_INDEX = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,8 +63,8 @@ class VGGTeacher(nn.Module):
         self.features = nn.Sequential(*layers)  # indices 0..11, torchvision's names
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        for tap, ch in zip(TEACHER_TAPS, (64, 128, 256), strict=True):
-            self.register_buffer(f"scale_{tap}", torch.ones(ch), persistent=False)
+        for tap in TEACHER_TAPS:
+            self.register_buffer(f"scale_{tap}", torch.ones(TEACHER_CHANNELS[tap]), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
