@@ -364,3 +364,46 @@ def test_augmented_training_resumes_exactly_and_jitters_only_photos(tiny_pairs, 
     raw_x, raw_y = (raw_x.flip(-1), raw_y.flip(-1)) if flip else (raw_x, raw_y)
     assert torch.equal(y[0], raw_y)  # the sketch is cropped, never jittered
     assert not torch.equal(x[0], raw_x)  # the photo is jittered
+
+
+# --- adversarial term ---------------------------------------------------------------------------
+def test_lsgan_losses_by_hand():
+    from trainer.adversarial import discriminator_loss, generator_adv_loss
+
+    real, fake = torch.full((1, 1, 2, 2), 0.5), torch.full((1, 1, 2, 2), 0.25)
+    assert generator_adv_loss(fake).item() == pytest.approx(0.75 ** 2)
+    assert discriminator_loss(real, fake).item() == pytest.approx(0.5 * (0.25 + 0.0625))
+
+
+def test_patch_discriminator_scores_patches():
+    from trainer.adversarial import PatchDiscriminator
+
+    d = PatchDiscriminator(ndf=8)
+    out = d(torch.zeros(2, 3, 256, 256), torch.zeros(2, 3, 256, 256))
+    assert out.shape == (2, 1, 30, 30)  # pix2pix's 70×70 PatchGAN on a 256² image
+
+
+def test_gan_training_saves_discriminators_resumes_exactly_and_exports_without_them(
+        tiny_pairs, tmp_path, random_teacher):
+    from sketchstudio.checkpoint import export_model
+
+    kw = dict(epochs=2, gan_weight=0.5)
+    full = Trainer(tiny_config(tiny_pairs, tmp_path / "a", random_teacher, **kw)).run()
+    assert {"G_gan", "G_D", "F_gan", "F_D"} <= set(full.last_losses)
+    ck = read_checkpoint(full.checkpoint)
+    assert any(k.startswith("disc.G.") for k in ck.tensors) and "DG" in ck.meta.extra["optim_groups"]
+    ctl = TrainControl()
+
+    def stop(e):
+        if isinstance(e, StepEvent) and e.step == 2:
+            ctl.cancel()
+
+    Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, **kw), on_event=stop,
+            control=ctl).run()
+    done = Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, **kw), resume=True).run()
+    assert done.last_losses == pytest.approx(full.last_losses)
+    model = export_model(full.checkpoint, tmp_path / "m.safetensors")
+    assert not any(k.startswith("disc.") for k in read_checkpoint(model).tensors)
+    plain = Trainer(tiny_config(tiny_pairs, tmp_path / "c", random_teacher)).run()
+    assert not any(k.startswith("disc.") for k in read_checkpoint(plain.checkpoint).tensors)
+    assert "G_gan" not in plain.last_losses

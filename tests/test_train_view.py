@@ -37,13 +37,13 @@ def test_recipe_fields_reach_the_config_and_come_back(panel, tmp_path):
     cfg = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "r"), tap_compare="regressor",
                       stu_compare="cosine", upsample="resize", rec_loss="l1", lr_schedule="linear",
                       style_weight=0.5, perceptual_weight=0.02, val="cufs", val_every=7,
-                      augment=True)
+                      augment=True, gan_weight=0.25)
     panel.set_config(cfg)
     assert panel.upsample.currentText() == "resize" and panel.val_field.text() == "cufs"
     panel._base_config = None  # the form alone must carry these options
     back = panel.config()
     for name in ("tap_compare", "stu_compare", "upsample", "rec_loss", "lr_schedule", "style_weight",
-                 "perceptual_weight", "val", "val_every", "augment"):
+                 "perceptual_weight", "val", "val_every", "augment", "gan_weight"):
         assert getattr(back, name) == getattr(cfg, name), name
     panel.val_field.set_text("", emit=False)
     assert panel.config().val is None

@@ -78,6 +78,9 @@ class TrainConfig:
                                "through the teacher (0 = off)")
     perceptual_weight: float = _opt(0.0, "--perceptual-weight", "teacher feature distance "
                                     "between output and target (0 = off)")
+    #: conditional PatchGAN term per student (trainer.adversarial; pix2pix uses 1 next to L1 × 100)
+    gan_weight: float = _opt(0.0, "--gan-weight", "adversarial PatchGAN term on each student's "
+                             "output (0 = off)")
     #: "auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32
     precision: str = _opt("auto", "--precision", choices=PRECISIONS)
     device: str = _opt("auto", "--device", "auto | cpu | cuda | mps")
@@ -155,7 +158,7 @@ class TrainConfig:
                 f"{self.loss_weights}.")
         if not any(self.loss_weights):
             bad("at least one loss weight must be positive.")
-        for name in ("style_weight", "perceptual_weight"):
+        for name in ("style_weight", "perceptual_weight", "gan_weight"):
             if getattr(self, name) < 0:
                 bad(f"{name} must be ≥ 0 (0 = off), got {getattr(self, name)}.")
         choices = {"precision": PRECISIONS, "teacher_norm": TEACHER_NORMS, "upsample": UPSAMPLE_MODES,

@@ -37,6 +37,7 @@ from sketchstudio.imaging import to_image
 from sketchstudio.models import TEACHER_TAPS, StudentNet, VGGTeacher, load_teacher
 
 from . import distributed
+from .adversarial import PatchDiscriminator, discriminator_loss, generator_adv_loss
 from .config import TrainConfig
 from .data import PairedFolder
 from .distributed import DistContext
@@ -176,6 +177,14 @@ class Trainer:
                                       lr=cfg.lr, betas=betas)
         self.opt_f = torch.optim.Adam([*self.F.parameters(), *self.adapt_f.parameters()],
                                       lr=cfg.lr, betas=betas)
+        # conditional PatchGANs (trainer.adversarial): D_g judges sketches given the photo,
+        # D_f photos given the sketch; built only when the term is on
+        self.gan = cfg.gan_weight > 0
+        if self.gan:
+            self.D_g = PatchDiscriminator(ndf=cfg.ngf).to(self.device)
+            self.D_f = PatchDiscriminator(ndf=cfg.ngf).to(self.device)
+            self.opt_dg = torch.optim.Adam(self.D_g.parameters(), lr=cfg.lr, betas=betas)
+            self.opt_df = torch.optim.Adam(self.D_f.parameters(), lr=cfg.lr, betas=betas)
         # created before any weights are loaded: an average that has seen no update copies the
         # net's weights at its first update, so it starts from wherever training (re)starts
         self.ema = {name: AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -247,9 +256,12 @@ class Trainer:
                 net.load_state_dict({k: v.float() for k, v in sd.items()})
         self.step = int(m.step)
         if with_optim and any(k.startswith("optim.") for k in ckpt.tensors):
-            _optim_from_tensors("G", self.opt_g, ckpt.tensors, optim_groups(ckpt, "G"))
-            _optim_from_tensors("F", self.opt_f, ckpt.tensors, optim_groups(ckpt, "F"))
-            for opt in (self.opt_g, self.opt_f):
+            for name, opt in self._optimizers():
+                if name in ("G", "F") or name in (ckpt.meta.extra.get("optim_groups") or {}):
+                    _optim_from_tensors(name, opt, ckpt.tensors, optim_groups(ckpt, name))
+                else:  # the adversarial term was switched on for this resume: fresh Adam
+                    log.info("%s: no optimizer state in the checkpoint; it starts fresh", name)
+            for _, opt in self._optimizers():
                 for st in opt.state.values():
                     for k, v in st.items():
                         if torch.is_tensor(v) and k != "step":
@@ -426,6 +438,34 @@ class Trainer:
             ys.append(y)
         return torch.stack(xs).to(self.device), torch.stack(ys).to(self.device)
 
+    def _adversarial(self, loss: torch.Tensor, report: dict[str, float], disc: str,
+                     condition: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Add ``gan_weight`` × the LSGAN generator term (the discriminator frozen for it)."""
+        if not self.gan:
+            return loss
+        d = getattr(self, disc)
+        d.requires_grad_(False)
+        adv = generator_adv_loss(d(condition, out))
+        d.requires_grad_(True)
+        report["gan"] = float(adv.detach())
+        return loss + self.cfg.gan_weight * adv
+
+    def _update_discriminator(self, disc: str, condition: torch.Tensor, real: torch.Tensor,
+                              fake: torch.Tensor, report: dict[str, float]) -> None:
+        """One step of a PatchGAN on a real pair and the student's (detached) output."""
+        if not self.gan:
+            return
+        d = getattr(self, disc)
+        opt = self.opt_dg if disc == "D_g" else self.opt_df
+        with self._autocast():
+            loss = discriminator_loss(d(condition, real), d(condition, fake.detach()))
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.dist.average_gradients(d.parameters())
+        self.scaler.step(opt)
+        self.scaler.update()
+        report["D"] = float(loss.detach())
+
     def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -451,12 +491,16 @@ class Trainer:
             feats_g = self.teacher.forward_with_grad(out_g) if w.needs_output_features else None
             loss_g, rep_g = student_objective(out_g, y, taps_g, taps_f, tp, ts,
                                               G_TEACHER_PAIRS, True, w, self.adapt_g, feats_g)
+            loss_g = self._adversarial(loss_g, rep_g, "D_g", x, out_g)
         self._update(self.opt_g, loss_g)
+        self._update_discriminator("D_g", x, y, out_g, rep_g)
         with self._autocast():
             feats_f = self.teacher.forward_with_grad(out_f) if w.needs_output_features else None
             loss_f, rep_f = student_objective(out_f, x, taps_f, taps_g, tp, ts,
                                               F_TEACHER_PAIRS, False, w, self.adapt_f, feats_f)
+            loss_f = self._adversarial(loss_f, rep_f, "D_f", y, out_f)
         self._update(self.opt_f, loss_f)
+        self._update_discriminator("D_f", y, x, out_f, rep_f)
         for name, avg in self.ema.items():
             avg.update_parameters(getattr(self, name))
         losses = {f"G_{k}": v for k, v in rep_g.items()} | {f"F_{k}": v for k, v in rep_f.items()}
@@ -487,7 +531,17 @@ class Trainer:
         return event
 
     def _modules_to_save(self) -> list[tuple[str, torch.nn.Module]]:
-        return [("G", self.G), ("F", self.F), ("adapter.G", self.adapt_g), ("adapter.F", self.adapt_f)]
+        mods: list[tuple[str, torch.nn.Module]] = [
+            ("G", self.G), ("F", self.F), ("adapter.G", self.adapt_g), ("adapter.F", self.adapt_f)]
+        if self.gan:
+            mods += [("disc.G", self.D_g), ("disc.F", self.D_f)]
+        return mods
+
+    def _optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        opts = [("G", self.opt_g), ("F", self.opt_f)]
+        if self.gan:
+            opts += [("DG", self.opt_dg), ("DF", self.opt_df)]
+        return opts
 
     def save(self) -> Path:
         if not self.dist.is_main:  # rank 0 holds the same weights and writes them
@@ -499,11 +553,12 @@ class Trainer:
         for name, avg in self.ema.items():
             tensors |= student_tensors(f"{EMA_PREFIX}.{name}", avg.module)
         tensors |= {f"teacher_scale.{t}": s.cpu() for t, s in self.teacher.channel_scales.items()}
-        tg, groups_g = _optim_to_tensors("G", self.opt_g)
-        tf, groups_f = _optim_to_tensors("F", self.opt_f)
-        tensors |= tg | tf
+        groups: dict[str, list] = {}
+        for name, opt in self._optimizers():
+            t, groups[name] = _optim_to_tensors(name, opt)
+            tensors |= t
         tensors["rng.torch"] = torch.get_rng_state()
-        extra = {"optim_groups": {"G": groups_g, "F": groups_f}, "teacher_norm": cfg.teacher_norm}
+        extra = {"optim_groups": groups, "teacher_norm": cfg.teacher_norm}
         if self.ema:
             extra["ema"] = {"decay": cfg.ema_decay, "updates": int(self.ema["G"].n_averaged)}
         meta = ModelMeta(ngf=cfg.ngf, n_blocks=cfg.n_blocks, image_size=cfg.image_size,

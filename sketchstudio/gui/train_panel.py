@@ -218,8 +218,8 @@ class TrainPanel(QWidget):
         self.rec_loss = _combo(REC_LOSSES, "Reconstruction distance: l2 (the paper's) or l1")
         self.lr_schedule = _combo(LR_SCHEDULES, "constant, or linear: constant for the first half "
                                   "of the run, then linear decay to 0")
-        self.style_weight, self.perceptual_weight = _dspin(0.0), _dspin(0.0)
-        for w in (self.style_weight, self.perceptual_weight):
+        self.style_weight, self.perceptual_weight, self.gan_weight = _dspin(0.0), _dspin(0.0), _dspin(0.0)
+        for w in (self.style_weight, self.perceptual_weight, self.gan_weight):
             w.setDecimals(3)
             w.setSingleStep(0.01)
         self.style_weight.setToolTip("Gram-matrix (texture) loss between the teacher's features of "
@@ -227,7 +227,10 @@ class TrainPanel(QWidget):
         self.perceptual_weight.setToolTip("Teacher feature distance between output and target (0 = off)")
         texture = QHBoxLayout()
         texture.setSpacing(4)
-        for label, w in (("style", self.style_weight), ("perceptual", self.perceptual_weight)):
+        self.gan_weight.setToolTip("Adversarial term: a PatchGAN per student judges whether patches "
+                                   "of its output look drawn (0 = off)")
+        for label, w in (("style", self.style_weight), ("perceptual", self.perceptual_weight),
+                         ("GAN", self.gan_weight)):
             texture.addWidget(QLabel(label))
             texture.addWidget(w)
         texture.addStretch(1)
@@ -466,7 +469,8 @@ class TrainPanel(QWidget):
             upsample=self.upsample.currentText(), rec_loss=self.rec_loss.currentText(),
             lr_schedule=self.lr_schedule.currentText(), style_weight=self.style_weight.value(),
             perceptual_weight=self.perceptual_weight.value(), val=self.val_field.text() or None,
-            val_every=self.val_every.value(), augment=self.augment.isChecked())
+            val_every=self.val_every.value(), augment=self.augment.isChecked(),
+            gan_weight=self.gan_weight.value())
         return cfg.validate()
 
     def set_config(self, cfg: Any) -> None:
@@ -503,6 +507,8 @@ class TrainPanel(QWidget):
     def is_training(self) -> bool:
         return self.worker is not None
 
+        self.augment.setChecked(bool(cfg.augment))
+        self.gan_weight.setValue(float(cfg.gan_weight))
         self.augment.setChecked(bool(cfg.augment))
     def _start_clicked(self) -> None:
         out = Path(self.out_field.text()) if self.out_field.text() else None
@@ -735,7 +741,7 @@ class TrainPanel(QWidget):
                   self.preview_every, self.checkpoint_every, self.ema_decay, self.check_faces,
                   self.tap_compare, self.stu_compare, self.upsample, self.rec_loss, self.lr_schedule,
                   self.style_weight, self.perceptual_weight, self.val_field, self.val_every,
-                  self.augment):
+                  self.augment, self.gan_weight):
             w.setEnabled(not running)
 
     def _redraw_plot(self, force: bool = False) -> None:
