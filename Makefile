@@ -25,7 +25,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sketchstudio trainer tests benchmarks packaging
+	$(VENV)/bin/ruff check sketchstudio trainer tests benchmarks packaging research
+	$(VENV)/bin/lint-imports  # the layer contracts in .importlinter
 
 # Mutation testing of the pure modules ([tool.mutmut] in pyproject.toml): slow, not part of CI.
 # MUTANTS narrows the run, e.g. make mutate MUTANTS='trainer.losses.* sketchstudio.faces.geometry.*'

@@ -22,6 +22,11 @@ DIRECTION_NET: dict[str, str] = {PHOTO2SKETCH: "G", SKETCH2PHOTO: "F"}
 #: direction -> the kind of image it takes ("photo" | "sketch"), e.g. for face detection
 DIRECTION_INPUT: dict[str, str] = {PHOTO2SKETCH: "photo", SKETCH2PHOTO: "sketch"}
 
+# ---------------------------------------------------------------------------------- run files
+#: What a training run writes and resumes from (trainer.rundir), and what a run folder given as a
+#: model is searched for first (sketchstudio.checkpoint.CHECKPOINT_NAMES).
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
 # --------------------------------------------------------------------------------- eye points
 Point = tuple[float, float]
 #: (left, right) eye centres in image pixels; the one type manual eyes and alignment exchange.

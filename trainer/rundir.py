@@ -24,9 +24,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from sketchstudio.checkpoint import CHECKPOINT_FILE
 from sketchstudio.errors import OutputError
 from sketchstudio.fsutil import atomic_write, disk_full_error, is_disk_full
+from sketchstudio.vocab import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 
