@@ -3,6 +3,12 @@
 The one inference path for the GUI, the CLIs, evaluation and matching. Input is an RGB ``uint8``
 array (already aligned to the CUFS geometry, or any crop); the output has the input's size.
 CUDA errors (out of memory, missing kernels) fall back to the CPU with a note, instead of failing.
+
+On the CPU, with ``precision="auto"``, an exported runtime (ONNX Runtime / OpenVINO, fp32 or int8;
+see :mod:`sketchstudio.runtime`) replaces torch for plain translations once a background
+measurement on this machine has shown it to be faster and within 2 grey levels of fp32 torch.
+Calls that want feature maps (``return_taps=True``) always run torch: the exported graphs have
+only the image output.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from .errors import CheckpointError, ConfigError
 from .imaging import check_rgb, grey_rgb, to_image, to_tensor
 from .models import StudentNet, VGGTeacher, load_teacher
 from .resources import default_model_path
+from .runtime.fastpath import FastPaths
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +51,19 @@ class Translator:
     ``precision="auto"`` runs bf16 autocast where the hardware does bf16 natively (CUDA, CPUs with
     AVX-512 BF16 or AMX): about 2× faster on such a CPU, at a mean difference of about one grey
     level. Evaluation asks for ``"fp32"`` so scores do not depend on the machine.
+
+    ``fast``: ``"auto"`` (default; ``$SKETCHSTUDIO_FAST`` overrides it) lets a measured, parity-
+    checked exported runtime take over plain CPU translations at ``precision="auto"``; ``"off"``
+    keeps torch; a path name (``"onnx-int8"``…) forces that path if it passes the parity check.
+    Tuning starts in the background after the first plain torch translation of a network big
+    enough for it to pay (≥ 2 GFLOP; the shipped one is 99), or when :meth:`prepare_fast_paths`
+    is called; it never blocks the caller.
     """
 
     def __init__(self, model: str | os.PathLike[str] | Checkpoint | None = None,
                  device: str = "auto", teacher_path: str | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", fast: str = "auto",
+                 fast_cache_dir: str | os.PathLike[str] | None = None) -> None:
         if model is None:
             model = default_model_path()
             if model is None:
@@ -66,6 +81,9 @@ class Translator:
         self._nets: dict[str, StudentNet] = {}
         self._teacher: VGGTeacher | None = None
         self._lock = threading.RLock()
+        self.fast = FastPaths(self.ckpt, mode=fast,
+                              cache_root=Path(fast_cache_dir) if fast_cache_dir else None,
+                              lock=self._lock)
 
     # --------------------------------------------------------------------------------------
     @property
@@ -78,8 +96,33 @@ class Translator:
 
     @property
     def describe(self) -> str:
-        """Device and precision, e.g. "CPU (2 threads), bf16", for status lines."""
-        return f"{self.device_name}, {self.precision}"
+        """Device and precision, e.g. "CPU (2 threads), bf16" or "CPU (2 threads), fp32, ONNX
+        Runtime int8" once a fast path runs, for status lines."""
+        fast = self.fast.describe()
+        return f"{self.device_name}, {self.precision}" + (f", {fast}" if fast else "")
+
+    @property
+    def fast_eligible(self) -> bool:
+        """Fast paths replace torch only on the CPU and only at ``precision="auto"``: an explicit
+        fp32/bf16 request (evaluation, reports) gets exactly that, from torch."""
+        return self.fast.enabled and self.device.type == "cpu" and self.precision_request == "auto"
+
+    def _torch_forward(self, direction: str):
+        """The torch path as translate runs it (device, autocast), for the tuner to time."""
+        def fwd(x: torch.Tensor) -> torch.Tensor:
+            net = self.net(direction)
+            with torch.inference_mode(), autocast(self.precision, self.device):
+                return net(x.to(self.device)).float().cpu()
+        return fwd
+
+    def prepare_fast_paths(self, directions: list[str] | None = None):
+        """Start tuning now (e.g. right after loading the model) instead of after the first slow
+        translation; returns {direction: Future[Decision]} (empty when not eligible). Returns at
+        once: export and measurement run on a background thread."""
+        if not self.fast_eligible:
+            return {}
+        return {d: self.fast.start(d, lambda d=d: self.net(d), self._torch_forward(d))
+                for d in (directions or self.directions)}
 
     def net(self, direction: str) -> StudentNet:
         with self._lock:
@@ -139,6 +182,19 @@ class Translator:
         h, w = img.shape[:2]
         x = to_tensor(img, self.image_size)
 
+        runner = self.fast.runner(direction) if not return_taps and self.fast_eligible else None
+        if runner is not None:
+            try:
+                y = torch.from_numpy(runner(x.numpy()))
+            except Exception as exc:  # noqa: BLE001 - any runtime failure: back to torch, noted
+                self.fast.disable(direction, exc)
+                self.fallback_note = self.fast.notes[-1]
+            else:
+                img_out = to_image(y, w, h)
+                if grey_sketch and direction == PHOTO2SKETCH:
+                    img_out = grey_rgb(img_out)
+                return Translation(output=img_out, direction=direction, input_tensor=x)
+
         def fwd() -> Translation:
             out, taps = self.net(direction)(x.to(self.device), return_taps=True)
             img_out = to_image(out, w, h)
@@ -148,7 +204,11 @@ class Translator:
                 output=img_out, direction=direction, input_tensor=x,
                 taps={k: v[0].float().cpu() for k, v in taps.items()} if return_taps else {})
 
-        return self._run(fwd)
+        result = self._run(fwd)
+        if not return_taps and self.fast_eligible:
+            self.fast.maybe_start(direction, lambda: self.net(direction),
+                                  self._torch_forward(direction))
+        return result
 
     def teacher_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher taps (scaled as in training) for a (1, 3, S, S) input; (C, h, w) on CPU."""
@@ -159,5 +219,5 @@ class Translator:
 
 
 def load_translator(model: str | Path | None = None, device: str = "auto",
-                    precision: str = "auto") -> Translator:
-    return Translator(model, device=device, precision=precision)
+                    precision: str = "auto", fast: str = "auto") -> Translator:
+    return Translator(model, device=device, precision=precision, fast=fast)

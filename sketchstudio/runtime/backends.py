@@ -1,0 +1,88 @@
+"""Runners for exported students: one call, ``runner(x) -> y``, on (1, 3, S, S) float32 arrays.
+
+Each runner uses the same number of threads as torch (``torch.get_num_threads()``) so that a
+fast path respects the app's thread budget instead of grabbing every core (two runtimes
+oversubscribing two cores ran about 10× slower in issue 23's measurements).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .onnx_export import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """A loaded exported model; thread-safe for concurrent calls."""
+
+    name: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class BackendMissing(ImportError):
+    """The runtime package of a backend is not installed."""
+
+
+class OrtRunner:
+    """ONNX Runtime on the CPU (MLAS kernels; int8 QDQ graphs become QLinearConv)."""
+
+    def __init__(self, name: str, path: str | os.PathLike[str], threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendMissing("onnxruntime is not installed") from exc
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # warnings about unused initialisers are noise here
+        self.name = name
+        self.path = Path(path)
+        self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {INPUT_NAME: np.ascontiguousarray(x, np.float32)})[0]
+
+
+class OpenVinoRunner:
+    """OpenVINO on the CPU, from the same ONNX file (it picks bf16 by itself on AMX CPUs and runs
+    QDQ int8 graphs with its int8 kernels)."""
+
+    def __init__(self, name: str, path: str | os.PathLike[str], threads: int) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendMissing("openvino is not installed") from exc
+        core = ov.Core()
+        self.name = name
+        self.path = Path(path)
+        self._compiled = core.compile_model(str(path), "CPU",
+                                            {"INFERENCE_NUM_THREADS": max(1, threads),
+                                             "PERFORMANCE_HINT": "LATENCY"})
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        # a fresh infer request per call keeps concurrent calls independent
+        req = self._compiled.create_infer_request()
+        req.infer({0: np.ascontiguousarray(x, np.float32)})
+        return np.array(req.get_output_tensor(0).data, copy=True)
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of the optional runtimes that are importable (part of the cache keys)."""
+    out: dict[str, str] = {}
+    for mod in ("onnxruntime", "onnx", "openvino"):
+        try:
+            m = __import__(mod)
+            out[mod] = str(getattr(m, "__version__", "?"))
+        except ImportError:
+            continue
+    return out

@@ -1,0 +1,584 @@
+"""Choose, per machine and model, whether an exported runtime beats the torch path, and use it.
+
+The flow for one direction (G or F) of one model, run on a background thread so that neither the
+GUI thread nor the worker that translates ever waits for it:
+
+1. The decision cache (``<cache>/fast-paths/decisions/<machine>-<model>-<direction>.json``)
+   answers at once when this machine has already measured this model.
+2. Otherwise the student is exported once into ``<cache>/fast-paths/<model>-<direction>-<S>/``
+   (fp32 ONNX, then int8 QDQ calibrated on training images), every runtime that is installed is
+   loaded, and each one is timed against the torch path on a few images while its output is
+   compared with fp32 torch (mean absolute difference in 0..255 grey levels).
+3. The fastest path that is at least :data:`SPEEDUP_MARGIN` faster than torch *and* within
+   :data:`PARITY_MAX_GREY` grey levels wins; if none does, torch stays. The decision is cached.
+
+``<model>`` is the SHA-256 of the model file (of its tensors when it has no file), so a retrained
+or replaced model gets its own exports; ``<machine>`` hashes the CPU model and flags, the thread
+count and the versions of torch and of the runtimes, so an upgrade measures again.
+
+Missing packages, a failed export or a runtime error all leave the torch path in place with a
+note (:attr:`FastPaths.notes`) instead of failing a translation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import DIRECTIONS, Checkpoint
+from ..errors import ConfigError
+from ..fsutil import TEMP_SUFFIX, atomic_write_json
+from ..userdirs import user_cache_dir
+from . import isa
+from .backends import BackendMissing, OpenVinoRunner, OrtRunner, Runner, runtime_versions
+from .onnx_export import ExportError, export_fp32, quantize_int8
+
+log = logging.getLogger(__name__)
+
+#: the exported paths, in the order they are tried
+BACKEND_NAMES = ("onnx-fp32", "onnx-int8", "openvino", "openvino-int8")
+#: what ``mode`` may be: measure and choose, never, or one path by name (still parity-checked)
+MODES = ("auto", "off", *BACKEND_NAMES)
+#: issue 23's acceptance: every fast path within 2 grey levels (mean absolute) of fp32 torch
+PARITY_MAX_GREY = 2.0
+#: a path must be this much faster than torch to be chosen, so measurement noise cannot pick a
+#: path that is not really faster
+SPEEDUP_MARGIN = 0.9
+#: below this forward cost (GFLOP) an export cannot save a noticeable amount of time, so no
+#: tuning is started: the shipped 256² model is 99 GFLOP (~0.5-5 s on a laptop CPU), the tiny
+#: test models 0.004 GFLOP. A FLOP count, not a timing, so a loaded machine cannot change it.
+MIN_GFLOP = 2.0
+N_CALIBRATION, N_PARITY = 4, 3
+#: bump when exports or decisions change meaning, so old caches are not trusted
+CACHE_VERSION = 1
+ENV_MODE = "SKETCHSTUDIO_FAST"
+ENV_CALIBRATION = "SKETCHSTUDIO_CALIBRATION_DIR"
+#: temp files of exports killed halfway are deleted after this long
+STALE_TEMP_S = 3600.0
+
+_INSTALL_HINT = "install the optional runtimes with: pip install 'sketchstudio[fast]'"
+
+
+class FastPathUnavailable(RuntimeError):
+    """No exported path can run here (runtimes missing, export failed); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------
+def grey_level_diff(ref: np.ndarray | torch.Tensor, out: np.ndarray | torch.Tensor) -> float:
+    """Mean absolute difference of two network outputs in [-1, 1], in 0..255 grey levels after
+    the same rounding :func:`~sketchstudio.imaging.to_image` applies (what a user would see)."""
+    a = np.asarray(ref.detach().float().cpu() if isinstance(ref, torch.Tensor) else ref, np.float32)
+    b = np.asarray(out.detach().float().cpu() if isinstance(out, torch.Tensor) else out, np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"outputs differ in shape: {a.shape} vs {b.shape}")
+
+    def u8(v: np.ndarray) -> np.ndarray:
+        return np.round((np.clip(v, -1, 1) + 1.0) * 127.5)
+
+    return float(np.abs(u8(a) - u8(b)).mean())
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for the life of the process."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        if key in _HASHES:
+            return _HASHES[key]
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    with _HASH_LOCK:
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def model_key(ckpt: Checkpoint, direction: str) -> str:
+    """What the exports of ``direction`` depend on: the model file's hash (its tensors' when it has
+    no file), the direction, the architecture fields and :data:`CACHE_VERSION`."""
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"Unknown direction '{direction}'; use one of {', '.join(DIRECTIONS)}.")
+    h = hashlib.sha256()
+    if ckpt.path is not None and Path(ckpt.path).is_file():
+        h.update(file_sha256(ckpt.path).encode())
+    else:
+        for k, v in sorted(ckpt.prefixed(DIRECTIONS[direction]).items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    m = ckpt.meta
+    h.update(json.dumps([direction, m.ngf, m.n_blocks, m.image_size, m.upsample, CACHE_VERSION]
+                        ).encode())
+    return h.hexdigest()[:24]
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """The facts a speed decision depends on (and is invalid without)."""
+    return {"cpu": isa.cpu_model(), "flags": sorted(isa.cpu_flags() & set(isa.INTERESTING_FLAGS)),
+            "machine": platform.machine(), "threads": threads, "torch": torch.__version__,
+            "runtimes": runtime_versions(), "version": CACHE_VERSION}
+
+
+def machine_key(threads: int) -> str:
+    return hashlib.sha256(json.dumps(machine_info(threads), sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: the packages each path needs: the exporter (onnx), the runtime, the quantiser for int8
+_NEEDS = {"onnx-fp32": ("onnx", "onnxruntime"),
+          "onnx-int8": ("onnx", "onnxruntime", "onnxruntime.quantization"),
+          "openvino": ("onnx", "openvino"),
+          "openvino-int8": ("onnx", "openvino", "onnxruntime.quantization")}
+
+
+def missing_packages(name: str) -> list[str]:
+    """The packages ``name`` needs that cannot be imported here (checked before any export)."""
+    out = []
+    for mod in _NEEDS[name]:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            out.append(mod)
+    return out
+
+
+def default_cache_root() -> Path:
+    return user_cache_dir() / "fast-paths"
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Decision:
+    """The outcome of tuning one direction on one machine: which path runs, and the evidence."""
+
+    backend: str  # "torch" or one of BACKEND_NAMES
+    direction: str
+    torch_ms: float | None = None
+    #: per path: {"ms": float | None, "parity": float | None, "ok": bool, "note": str}
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str = ""
+    images: str = ""  # where the calibration / parity images came from
+    machine: str = ""
+    created: str = ""
+
+    @property
+    def speedup(self) -> float | None:
+        c = self.candidates.get(self.backend, {})
+        return self.torch_ms / c["ms"] if self.torch_ms and c.get("ms") else None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Decision:
+        if not isinstance(d, dict) or not isinstance(d.get("backend"), str) or \
+                d["backend"] not in ("torch", *BACKEND_NAMES):
+            raise ValueError("not a fast-path decision")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _folder_images(folder: Path, direction: str) -> list[Path]:
+    from ..imaging import is_image_path
+
+    sub = folder / ("photos" if direction == "photo2sketch" else "sketches")
+    src = sub if sub.is_dir() else folder
+    try:
+        return sorted(p for p in src.iterdir() if p.is_file() and is_image_path(p))
+    except OSError:
+        return []
+
+
+def reference_inputs(ckpt: Checkpoint, direction: str,
+                     calibration_dir: str | os.PathLike[str] | None = None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """Calibration and parity inputs ((1, 3, S, S) float32), disjoint, and where they came from.
+
+    Sources, first that has images: ``calibration_dir``, ``$SKETCHSTUDIO_CALIBRATION_DIR``, the
+    model's own training folder (``meta.data["root"]``, if it exists on this machine; its
+    ``photos/`` or ``sketches/`` by direction), else the bundled sample photo (public domain; a
+    grey copy for sketch→photo) and its mirror image. Never a test set: int8 ranges must not be
+    fitted on the images the model is scored on.
+    """
+    from ..imaging import grey_rgb, load_image, to_tensor
+    from ..resources import sample_images
+
+    size = int(ckpt.meta.image_size)
+    folders: list[tuple[Path, str]] = []
+    if calibration_dir:
+        folders.append((Path(calibration_dir), "given folder"))
+    if os.environ.get(ENV_CALIBRATION):
+        folders.append((Path(os.environ[ENV_CALIBRATION]), f"${ENV_CALIBRATION}"))
+    root = (ckpt.meta.data or {}).get("root") if isinstance(ckpt.meta.data, dict) else None
+    if isinstance(root, str) and root:
+        folders.append((Path(root), "the model's training folder"))
+        if ckpt.path is not None and not Path(root).is_absolute():
+            folders.append((Path(ckpt.path).parent / root, "the model's training folder"))
+    for folder, what in folders:
+        files = _folder_images(folder, direction) if folder.is_dir() else []
+        if calibration_dir and folder == Path(calibration_dir) and not files:
+            raise ConfigError(f"Calibration folder '{folder}' holds no images.")
+        if len(files) >= 2:
+            # spread the picks over the folder (sorted names often group subsets: AR, CUHK, XM2VTS)
+            n = min(len(files), N_CALIBRATION + N_PARITY)
+            picks = [files[i * len(files) // n] for i in range(n)]
+            n_cal = max(1, min(N_CALIBRATION, n - 1))
+            arrays = [to_tensor(load_image(p), size).numpy() for p in picks]
+            return arrays[:n_cal], arrays[n_cal:], f"{what} {folder} ({len(picks)} images)"
+    samples = sample_images()
+    if not samples:
+        raise FastPathUnavailable("no training images and no bundled sample to calibrate on")
+    img = load_image(samples[0])
+    if direction == "sketch2photo":
+        img = grey_rgb(img)
+    x = to_tensor(img, size).numpy()
+    return [x], [np.ascontiguousarray(x[..., ::-1])], f"bundled sample {samples[0].name} (+ mirror)"
+
+
+def _clean_stale_temps(folder: Path) -> None:
+    """Delete temp files of exports that were killed halfway (older than STALE_TEMP_S)."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for p in folder.glob(f".*{TEMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > STALE_TEMP_S:
+                    p.unlink()
+
+
+# ------------------------------------------------------------------------------------------------
+TorchForward = Callable[[torch.Tensor], torch.Tensor]
+Progress = Callable[[str, str], None]  # (direction, message)
+
+
+class Tuner:
+    """Exports, measures and decides for one direction. Runs on whatever thread calls :meth:`run`
+    (the background thread of :class:`FastPaths`, or a benchmark)."""
+
+    def __init__(self, ckpt: Checkpoint, direction: str, net: torch.nn.Module,
+                 torch_forward: TorchForward | None = None, cache_root: Path | None = None,
+                 threads: int | None = None, candidates: Sequence[str] = BACKEND_NAMES,
+                 calibration_dir: str | os.PathLike[str] | None = None,
+                 progress: Progress | None = None, force: str | None = None,
+                 lock: contextlib.AbstractContextManager | None = None) -> None:
+        bad = [c for c in candidates if c not in BACKEND_NAMES]
+        if bad:
+            raise ConfigError(f"Unknown fast path {bad[0]!r}; use one of {', '.join(BACKEND_NAMES)}.")
+        self.ckpt, self.direction, self.net = ckpt, direction, net
+        self.torch_forward = torch_forward or self._fp32
+        self._torch_is_fp32 = torch_forward is None
+        self.cache_root = Path(cache_root) if cache_root else default_cache_root()
+        self.threads = int(threads or torch.get_num_threads())
+        self.candidates = list(candidates)
+        self.calibration_dir = calibration_dir
+        self.progress = progress
+        self.force = force
+        #: held around each timed forward: the Translator's lock, so a measurement never shares
+        #: the cores with a translation (that would skew it and oversubscribe the CPU)
+        self.lock = lock or contextlib.nullcontext()
+        self.size = int(ckpt.meta.image_size)
+        self.key = model_key(ckpt, direction)
+        self.artifacts = self.cache_root / f"{self.key}-{direction}-{self.size}"
+        self.decision_path = (self.cache_root / "decisions" /
+                              f"{machine_key(self.threads)}-{self.key}-{direction}.json")
+
+    # -- pieces (also used by tests and benchmarks) ----------------------------------------------
+    def _fp32(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.net(x)
+
+    def _say(self, msg: str) -> None:
+        log.info("fast path %s: %s", self.direction, msg)
+        if self.progress is not None:
+            with contextlib.suppress(Exception):  # a broken listener must not stop tuning
+                self.progress(self.direction, msg)
+
+    def fp32_path(self) -> Path:
+        """The fp32 ONNX export, made once (atomically) and reused."""
+        dest = self.artifacts / "fp32.onnx"
+        if not dest.is_file():
+            self._say("exporting the network (once per model)…")
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+            export_fp32(self.net, self.size, dest)
+        return dest
+
+    def int8_path(self, calibration: Sequence[np.ndarray]) -> Path:
+        reduce = not isa.has_int8_dot()
+        dest = self.artifacts / ("int8-r7.onnx" if reduce else "int8.onnx")
+        if not dest.is_file():
+            src = self.fp32_path()
+            self._say(f"calibrating int8 on {len(calibration)} training images (once per model)…")
+            quantize_int8(src, dest, calibration, reduce_range=reduce)
+        return dest
+
+    def load(self, name: str, calibration: Sequence[np.ndarray] | None = None) -> Runner:
+        """Export what ``name`` needs (if not cached) and load its runner."""
+        if name in ("onnx-int8", "openvino-int8"):
+            if calibration is None:
+                calibration = reference_inputs(self.ckpt, self.direction, self.calibration_dir)[0]
+            path = self.int8_path(calibration)
+        else:
+            path = self.fp32_path()
+        cls = OrtRunner if name.startswith("onnx") else OpenVinoRunner
+        return cls(name, path, self.threads)
+
+    def cached_decision(self) -> Decision | None:
+        try:
+            d = Decision.from_json(json.loads(self.decision_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        return d
+
+    # -- the whole job ---------------------------------------------------------------------------
+    def run(self) -> tuple[Decision, Runner | None]:
+        """Decide (from the cache or by measuring) and return the decision and its loaded runner
+        (None when torch stays)."""
+        if self.force is None:
+            cached = self.cached_decision()
+            if cached is not None:
+                if cached.backend == "torch":
+                    return cached, None
+                try:
+                    return cached, self.load(cached.backend)
+                except (ExportError, BackendMissing, OSError, RuntimeError) as exc:
+                    log.info("cached fast path %s unusable (%s); measuring again", cached.backend, exc)
+        _clean_stale_temps(self.artifacts)
+        return self._measure()
+
+    def _measure(self) -> tuple[Decision, Runner | None]:
+        names = [self.force] if self.force else self.candidates
+        calib, parity_inputs, source = reference_inputs(self.ckpt, self.direction,
+                                                        self.calibration_dir)
+        decision = Decision(backend="torch", direction=self.direction, images=source,
+                            machine=isa.describe_isa(),
+                            created=datetime.now(UTC).isoformat(timespec="seconds"))
+        self._say("measuring PyTorch…")
+        refs, torch_ms = [], []
+        with torch.inference_mode():
+            with self.lock:
+                self.torch_forward(torch.from_numpy(parity_inputs[0]))  # warm-up
+            for x in parity_inputs:
+                with self.lock:
+                    t0 = time.perf_counter()
+                    out = self.torch_forward(torch.from_numpy(x))
+                    torch_ms.append((time.perf_counter() - t0) * 1e3)
+                exact = self._torch_is_fp32 and out.dtype == torch.float32
+                refs.append(out if exact else self._fp32(torch.from_numpy(x)))
+        decision.torch_ms = min(torch_ms)
+        runners: dict[str, Runner] = {}
+        missing: list[str] = []
+        for name in names:
+            entry: dict[str, Any] = {"ms": None, "parity": None, "ok": False, "note": ""}
+            decision.candidates[name] = entry
+            try:
+                lacking = missing_packages(name)
+                if lacking:
+                    raise BackendMissing(f"{', '.join(lacking)} not installed")
+                self._say(f"trying {name}…")
+                runner = self.load(name, calib)
+                with self.lock:
+                    runner(parity_inputs[0])  # warm-up: lazy kernel and memory set-up
+                diffs, times = [], []
+                for x, ref in zip(parity_inputs, refs, strict=True):
+                    with self.lock:
+                        t0 = time.perf_counter()
+                        y = runner(x)
+                        times.append((time.perf_counter() - t0) * 1e3)
+                    diffs.append(grey_level_diff(ref, y))
+            except BackendMissing as exc:
+                entry["note"] = str(exc)
+                missing.append(name)
+                continue
+            except (ExportError, OSError, RuntimeError, ValueError) as exc:
+                entry["note"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("fast path %s for %s failed: %s", name, self.direction, entry["note"])
+                continue
+            entry.update(ms=min(times), parity=float(np.mean(diffs)))
+            entry["ok"] = entry["parity"] <= PARITY_MAX_GREY
+            if not entry["ok"]:
+                entry["note"] = (f"{entry['parity']:.2f} grey levels from fp32 "
+                                 f"(> {PARITY_MAX_GREY:g}): rejected")
+            runners[name] = runner
+        passing = [n for n, c in decision.candidates.items() if c["ok"]]
+        if self.force:
+            if passing:
+                decision.backend = self.force
+                decision.note = f"{self.force} forced"
+            else:
+                decision.note = f"{self.force} forced but unusable: {decision.candidates[self.force]['note']}"
+        else:
+            faster = [n for n in passing
+                      if decision.candidates[n]["ms"] < SPEEDUP_MARGIN * decision.torch_ms]
+            if faster:
+                decision.backend = min(faster, key=lambda n: decision.candidates[n]["ms"])
+                decision.note = (f"{decision.backend}: {decision.speedup:.2f}× PyTorch, "
+                                 f"{decision.candidates[decision.backend]['parity']:.2f} grey levels "
+                                 "from fp32")
+            elif passing:
+                decision.note = "no exported path was faster than PyTorch here"
+            elif len(missing) == len(names):
+                decision.note = f"no exported runtime is installed ({_INSTALL_HINT})"
+            else:
+                decision.note = "no exported path passed the parity check; PyTorch stays"
+        self._say(decision.note)
+        if not self.force and len(missing) < len(names):
+            # a cache of "nothing installed" would hide a later install; everything else is kept
+            try:
+                self.decision_path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(self.decision_path, decision.to_json())
+            except OSError as exc:
+                log.warning("could not cache the fast-path decision (%s)", exc)
+        return decision, runners.get(decision.backend)
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class _State:
+    status: str = "torch"  # torch | tuning | ready | failed
+    runner: Runner | None = None
+    decision: Decision | None = None
+    future: Future | None = None
+
+
+class FastPaths:
+    """The fast paths of one :class:`~sketchstudio.engine.Translator`, one per direction.
+
+    Tuning runs on a daemon thread (an app closing mid-export must not wait for it; the atomic
+    writes leave no half file), and the runner is swapped in when it is ready. Until then, and
+    whenever anything fails, :meth:`runner` returns None and the caller runs torch.
+    """
+
+    def __init__(self, ckpt: Checkpoint, mode: str = "auto", cache_root: Path | None = None,
+                 calibration_dir: str | os.PathLike[str] | None = None,
+                 min_gflop: float = MIN_GFLOP,
+                 lock: contextlib.AbstractContextManager | None = None) -> None:
+        mode = os.environ.get(ENV_MODE, mode) if mode == "auto" else mode
+        if mode not in MODES:
+            raise ConfigError(f"Unknown fast-path mode {mode!r}; use one of {', '.join(MODES)}"
+                              f" (from ${ENV_MODE} or the fast= argument).")
+        self.ckpt, self.mode = ckpt, mode
+        self.cache_root = cache_root
+        self.calibration_dir = calibration_dir
+        self.min_gflop = min_gflop
+        self.lock = lock
+        self.notes: list[str] = []
+        #: called as progress(direction, message) from the tuning thread (GUI: a queued signal)
+        self.progress: Progress | None = None
+        self._states: dict[str, _State] = {d: _State() for d in DIRECTIONS}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    def runner(self, direction: str) -> Runner | None:
+        st = self._states.get(direction)
+        return st.runner if st is not None and st.status == "ready" else None
+
+    def status(self, direction: str) -> str:
+        return self._states[direction].status
+
+    def decision(self, direction: str) -> Decision | None:
+        return self._states[direction].decision
+
+    def describe(self, direction: str | None = None) -> str:
+        """E.g. "ONNX Runtime int8" for the status line; "" when torch runs."""
+        names = {"onnx-fp32": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8",
+                 "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8"}
+        dirs = [direction] if direction else list(DIRECTIONS)
+        used = sorted({names[self._states[d].runner.name] for d in dirs
+                       if self.runner(d) is not None})
+        return ", ".join(used)
+
+    def worth_tuning(self, direction: str) -> bool:
+        """Whether the network is big enough for an export to pay (see :data:`MIN_GFLOP`)."""
+        return forward_gflop(self.ckpt, direction) >= self.min_gflop
+
+    def maybe_start(self, direction: str, net_fn: Callable[[], torch.nn.Module],
+                    torch_forward: TorchForward) -> None:
+        """Called after each torch forward: start tuning once, if it can pay."""
+        if self.enabled and self._states[direction].status == "torch" and \
+                self.worth_tuning(direction):
+            self.start(direction, net_fn, torch_forward)
+
+    def start(self, direction: str, net_fn: Callable[[], torch.nn.Module],
+              torch_forward: TorchForward | None = None, threads: int | None = None) -> Future:
+        """Start tuning ``direction`` in the background (once); the future gives the Decision."""
+        with self._lock:
+            st = self._states[direction]
+            if st.future is not None:
+                return st.future
+            st.status, st.future = "tuning", Future()
+            fut = st.future
+        force = self.mode if self.mode in BACKEND_NAMES else None
+        threads = threads or torch.get_num_threads()
+
+        def job() -> None:
+            try:
+                tuner = Tuner(self.ckpt, direction, net_fn(), torch_forward, self.cache_root,
+                              threads=threads, calibration_dir=self.calibration_dir,
+                              progress=self.progress, force=force, lock=self.lock)
+                decision, runner = tuner.run()
+            except Exception as exc:  # noqa: BLE001 - a fast path must never break translation
+                note = (f"Fast path for {direction} unavailable ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); using PyTorch.")
+                log.warning(note)
+                self.notes.append(note)
+                st.status = "failed"
+                fut.set_result(Decision(backend="torch", direction=direction, note=note))
+                return
+            st.decision, st.runner = decision, runner
+            st.status = "ready" if runner is not None else "failed"
+            if decision.backend == "torch" and decision.note:
+                self.notes.append(f"Fast path for {direction}: {decision.note}.")
+            fut.set_result(decision)
+
+        threading.Thread(target=job, name=f"fast-path-{direction}", daemon=True).start()
+        return fut
+
+    def disable(self, direction: str, exc: BaseException) -> None:
+        """A runner failed at run time: go back to torch for good, with a note."""
+        st = self._states[direction]
+        name = st.runner.name if st.runner is not None else "fast path"
+        note = f"{name} failed ({type(exc).__name__}: {str(exc)[:160]}); using PyTorch again."
+        log.warning(note)
+        self.notes.append(note)
+        st.status, st.runner = "failed", None
+
+
+def forward_gflop(ckpt: Checkpoint, direction: str) -> float:
+    """The student's forward cost in GFLOP (2 per multiply-add), from its weight shapes: each
+    stage's convolution weights times the pixels it runs at. Cheap (no forward) and
+    deterministic, unlike a timing, so it decides whether tuning can pay on any machine load."""
+    s = int(ckpt.meta.image_size)
+    deconv = ckpt.meta.upsample != "resize"
+    pixels = {"IC": s * s, "DC1": (s // 2) ** 2, "DC2": (s // 4) ** 2, "Block": (s // 4) ** 2,
+              # a transposed conv multiplies its whole kernel at each *input* pixel
+              "UC1": (s // 4 if deconv else s // 2) ** 2, "UC2": (s // 2 if deconv else s) ** 2,
+              "OC": s * s}
+    macs = 0
+    for name, w in ckpt.prefixed(DIRECTIONS[direction]).items():
+        stage = name.split(".", 1)[0]
+        if name.endswith(".weight") and w.dim() == 4 and stage in pixels:
+            # squeeze-excitation 1×1 convs run on the pooled 1×1 map
+            macs += w.numel() * (1 if ".fc." in name else pixels[stage])
+    return 2 * macs / 1e9
