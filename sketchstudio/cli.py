@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 from .device import PRECISIONS
 from .errors import ConfigError, DiskFullError, ImageError, NoFaceFoundError, SketchStudioError
 from .fsutil import output_dir
-from .imaging import check_image_file, is_image_path, load_image, looks_like_sketch, save_image
+from .imaging import check_image_file, is_image_path, load_image, save_image
 from .outputs import OutputNamer, split_earlier_outputs
+from .pipeline import DIRECTION_CHOICES, Eyes, output_kind, translate_face
 
 if TYPE_CHECKING:  # the engine pulls in torch; the CLI imports it only once its flags are valid
     from .engine import Translator
 
-Eyes = tuple[tuple[float, float], tuple[float, float]]
-DIRECTION_CHOICES = ("auto", "photo2sketch", "sketch2photo")
 
 
 def expand_inputs(inputs: list[str], out_dir: str | Path | None = None
@@ -93,7 +92,16 @@ def parser() -> argparse.ArgumentParser:
                         "models expect (default); --no-align for crops that are already aligned. "
                         "Images without a detectable face are listed as skipped")
     p.add_argument("--paste-back", action="store_true",
-                   help="write the result pasted into the whole original image instead of the crop")
+                   help="write the result pasted into the whole original image instead of the crop "
+                        "(the face replaced inside the colour photo)")
+    p.add_argument("--portrait", nargs="?", const="head", choices=("head", "full"),
+                   help="draw a portrait: the face with its surroundings, head and shoulders "
+                        "('head', the default when the flag is given alone) or the whole photo "
+                        "('full'), at the face's trained scale, in the photo's own orientation, "
+                        "on white paper")
+    p.add_argument("--portrait-scale", type=float, default=2.0, metavar="X",
+                   help="portrait pixels per template pixel (default 2: the face at twice the "
+                        "200×250 crop's resolution)")
     p.add_argument("--eyes", metavar="X1,Y1,X2,Y2",
                    help="eye centres in pixels (one input image only): skips face detection")
     p.add_argument("--grey", action=argparse.BooleanOptionalAction, default=True,
@@ -117,15 +125,13 @@ def parse_eyes(text: str) -> Eyes:
 def _translate_each(files: list[Path], out_dir: Path, translator: Translator,
                     args: argparse.Namespace, eyes: Eyes | None,
                     problems: list[str]) -> tuple[int, int, list[str], list[str]]:
-    """Translate and save each file; a file that fails is added to ``problems`` and the rest go
-    on, except when the disk is full: then the batch stops (every further write would fail too).
-    Outputs get distinct names that never replace an input or a file SketchStudio did not write
+    """Translate and save each file through :func:`sketchstudio.pipeline.translate_face`; a file
+    that fails is added to ``problems`` and the rest go on, except when the disk is full: then the
+    batch stops (every further write would fail too). Outputs get distinct names that never
+    replace an input or a file SketchStudio did not write
     (:class:`~sketchstudio.outputs.OutputNamer`). Returns (images written, images without a face,
-    notes, notes about renamed outputs)."""
+    the pipeline's notes as "file: note", notes about renamed outputs)."""
     from tqdm import tqdm
-
-    from .engine import PHOTO2SKETCH, SKETCH2PHOTO
-    from .faces import align, paste_back
 
     written = no_face = 0
     notes: list[str] = []
@@ -133,22 +139,13 @@ def _translate_each(files: list[Path], out_dir: Path, translator: Translator,
     namer = OutputNamer(out_dir, files)
     for i, f in enumerate(tqdm(files, unit="img", disable=len(files) < 2)):
         try:
-            img = load_image(f)
-            direction = args.direction
-            if direction == "auto":
-                direction = SKETCH2PHOTO if looks_like_sketch(img) else PHOTO2SKETCH
-            aligned = None
-            if args.align:
-                aligned = align(img, eyes=eyes, kind="sketch" if direction == SKETCH2PHOTO else "photo")
-                if aligned.n_faces > 1:
-                    notes.append(f"{f}: {aligned.n_faces} faces found; translated the largest")
-            result = translator.translate(aligned.crop if aligned else img, direction,
-                                          grey_sketch=args.grey)
-            out = result.output
-            if aligned is not None and args.paste_back:
-                out = paste_back(img, out, aligned.matrix)
-            claim = namer.claim(f, "sketch" if direction == PHOTO2SKETCH else "photo", args.format)
-            save_image(out, claim.path)
+            ft = translate_face(load_image(f), translator, direction=args.direction,
+                                align=args.align, eyes=eyes, grey_sketch=args.grey,
+                                paste_back=args.paste_back, portrait=args.portrait,
+                                portrait_scale=args.portrait_scale)
+            notes.extend(f"{f}: {n}" for n in ft.notes)
+            claim = namer.claim(f, output_kind(ft.direction), args.format)
+            save_image(ft.image, claim.path)
             written += 1
             if claim.note:
                 renamed.append(claim.note)
@@ -175,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--paste-back needs face alignment; drop --no-align")
     if args.eyes and not args.align:
         p.error("--eyes needs face alignment; drop --no-align")
+    if args.portrait and not args.align:
+        p.error("--portrait needs face alignment; drop --no-align")
+    if args.portrait and args.paste_back:
+        p.error("--portrait and --paste-back are two kinds of output; choose one")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     from .engine import Translator
 
@@ -204,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: no face found in {no_face} image(s); give the eye centres of one image with "
               "--eyes X1,Y1,X2,Y2, or use --no-align for crops that are already aligned.",
               file=sys.stderr)
-    if translator.fallback_note:
-        print(f"note: {translator.fallback_note}", file=sys.stderr)
     print(f"{written} image(s) written to {out_dir}" + (f", {len(problems)} skipped" if problems else ""))
     return 0 if not problems else 1
 

@@ -139,6 +139,22 @@ class Translator:
                 self._teacher = t
             return self._teacher
 
+    def set_teacher_path(self, path: str | None) -> None:
+        """Use another VGG-19 teacher file for feature comparisons (None: the default lookup).
+
+        The loaded teacher is dropped under the lock, so a feature request running in another
+        thread finishes with the old one and the next one loads the new file.
+        """
+        with self._lock:
+            self.teacher_path = path or None
+            self._teacher = None
+
+    def run(self, fn):
+        """Run ``fn()`` (which calls :meth:`net` modules itself) as :meth:`translate` does: under
+        the lock, in inference mode, at ``self.precision``, retried once on the CPU after a GPU
+        failure. For callers that drive a student on their own tensors (tiled portraits)."""
+        return self._run(fn)
+
     def _fall_back_to_cpu(self, exc: BaseException) -> None:
         self.fallback_note = (f"{self.device_name} failed ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:120]}); running on the CPU instead.")

@@ -47,3 +47,7 @@ class NoFaceFoundError(SketchStudioError):
 
 class EyePositionError(SketchStudioError):
     """Manually given eye positions are unusable (outside the image, too close, not numbers)."""
+
+
+class CancelledError(SketchStudioError):
+    """The user cancelled a long operation (a tiled portrait, a batch); nothing was written."""

@@ -435,6 +435,7 @@ def test_batch_folder_aligns_and_pastes_back(qtbot, window, tiny_model, tmp_path
     tv = window.translate_view
     tv.align_check.setChecked(True)
     tv.paste_check.setChecked(paste)
+    tv.portrait_check.setChecked(False)  # the crop itself (portraits: tests/test_pipeline.py)
     tv.translate_folder(src, str(tmp_path / "out"))
     qtbot.waitUntil(lambda: not tv.batch_running, timeout=WAIT)
     assert len(tv.last_batch.written) == 2 and not tv.last_batch.problems

@@ -121,6 +121,15 @@ class Settings:
         self.q.setValue("translate/paste_back", bool(value))
 
     @property
+    def portrait(self) -> bool:
+        """Photo→sketch draws a head-and-shoulders portrait (the app's default), not just the crop."""
+        return self._bool("translate/portrait", True)
+
+    @portrait.setter
+    def portrait(self, value: bool) -> None:
+        self.q.setValue("translate/portrait", bool(value))
+
+    @property
     def grey_sketch(self) -> bool:
         return self._bool("translate/grey_sketch", True)
 

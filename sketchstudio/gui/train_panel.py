@@ -39,6 +39,16 @@ from PySide6.QtWidgets import (
 )
 
 from trainer.choices import LR_SCHEDULES, REC_LOSSES, STU_COMPARES, TAP_COMPARES, UPSAMPLE_MODES
+from trainer.events import (
+    CheckpointEvent,
+    DoneEvent,
+    PreviewEvent,
+    StartEvent,
+    StateEvent,
+    StepEvent,
+    TrainEvent,
+    ValEvent,
+)
 
 from .context import AppContext
 from .image_pane import ImagePane
@@ -611,64 +621,88 @@ class TrainPanel(QWidget):
         self.ctx.show_view.emit("Translate")
 
     # --- events -------------------------------------------------------------------------------
-    def _on_event(self, e: Any) -> None:
-        name = type(e).__name__
-        if name == "StartEvent":
-            self.total_steps = e.total_steps
-            self.step = e.step
-            self.progress.setRange(0, max(1, e.total_steps))
-            self.progress.setValue(e.step)
-            self.device_label.setText(e.device)
-            self._steps_per_epoch = max(1, e.steps_per_epoch)
-            self._load_history_from_log()
-            if self.state == "starting":
-                self._set_state("running")
-            if e.resumed:
-                self.ctx.notify("info", f"Resumed training at step {e.step} of {e.total_steps}.")
-        elif name == "StepEvent":
-            self.step = e.step
-            self.progress.setValue(e.step)
-            self.step_label.setText(f"{e.step} / {e.total_steps}")
-            epochs = math.ceil(e.total_steps / self._steps_per_epoch)
-            self.epoch_label.setText(f"{e.epoch + 1} / {epochs}")
-            self.eta_label.setText(format_duration(e.eta_s))
-            self.speed_label.setText(f"{e.sec_per_step:.2f} s/step")
-            for k in LOSS_TERMS:
-                if k in e.losses:
-                    self.history[k].append((e.step, float(e.losses[k])))
-            self._plot_dirty = True
-        elif name == "PreviewEvent":
-            self.previews_seen += 1
-            for k, pane in self.previews.items():
-                if k in e.images:
-                    pane.set_image(e.images[k], f"step {e.step}")
-            if e.features:
-                self.live_features.show_pairs(e.step, e.features)
-        elif name == "ValEvent":
-            self.val_history["photo"].append((e.step, float(e.photo_fsim)))
-            self.val_history["sketch"].append((e.step, float(e.sketch_fsim)))
-            if e.best:
-                self.best_label.setText(f"step {e.step}: {e.mean_fsim:.4f} (photo {e.photo_fsim:.4f}, "
-                                        f"sketch {e.sketch_fsim:.4f})")
-            self._plot_dirty = True
-        elif name == "CheckpointEvent":
-            self.last_checkpoint = e.path
-            self.ckpt_label.setText(f"step {e.step}: {e.path}")
-            self._set_state(self.state)  # "Load into Translate" works from the first checkpoint on
-        elif name == "StateEvent":
-            if e.state == "paused" and self.state in ("pausing", "paused"):
-                self._set_state("paused")
-            elif e.state == "running" and self.state not in ("cancelling",):
-                self._set_state("running")
-        elif name == "DoneEvent":
-            self.last_checkpoint = e.path
-            self._set_state("cancelled" if e.cancelled else "finished")
-            state = "cancelled" if e.cancelled else "finished"
-            if Path(e.path).is_file():
-                self.ctx.notify("info", f"Training {state} at step {e.step}; checkpoint saved to "
-                                f"{e.path}. Use “Load into Translate” to try it.")
-            else:  # cancelled before its first step: nothing was written
-                self.ctx.notify("info", f"Training {state} before its first step; nothing was saved.")
+    def _on_event(self, e: TrainEvent) -> None:
+        """Hand a trainer event to its handler, chosen by the event's type (the nearest class in
+        its MRO that has one), so a renamed or subclassed event cannot silently fall through."""
+        for cls in type(e).__mro__:
+            handler = self._EVENT_HANDLERS.get(cls)
+            if handler is not None:
+                handler(self, e)
+                return
+        log.debug("no handler for %s", type(e).__name__)
+
+    def _on_start(self, e: StartEvent) -> None:
+        self.total_steps = e.total_steps
+        self.step = e.step
+        self.progress.setRange(0, max(1, e.total_steps))
+        self.progress.setValue(e.step)
+        self.device_label.setText(e.device)
+        self._steps_per_epoch = max(1, e.steps_per_epoch)
+        self._load_history_from_log()
+        if self.state == "starting":
+            self._set_state("running")
+        if e.resumed:
+            self.ctx.notify("info", f"Resumed training at step {e.step} of {e.total_steps}.")
+
+    def _on_step(self, e: StepEvent) -> None:
+        self.step = e.step
+        self.progress.setValue(e.step)
+        self.step_label.setText(f"{e.step} / {e.total_steps}")
+        epochs = math.ceil(e.total_steps / self._steps_per_epoch)
+        self.epoch_label.setText(f"{e.epoch + 1} / {epochs}")
+        self.eta_label.setText(format_duration(e.eta_s))
+        self.speed_label.setText(f"{e.sec_per_step:.2f} s/step")
+        for k in LOSS_TERMS:
+            if k in e.losses:
+                self.history[k].append((e.step, float(e.losses[k])))
+        self._plot_dirty = True
+
+    def _on_preview(self, e: PreviewEvent) -> None:
+        self.previews_seen += 1
+        for k, pane in self.previews.items():
+            if k in e.images:
+                pane.set_image(e.images[k], f"step {e.step}")
+        if e.features:
+            self.live_features.show_pairs(e.step, e.features)
+
+    def _on_val(self, e: ValEvent) -> None:
+        self.val_history["photo"].append((e.step, float(e.photo_fsim)))
+        self.val_history["sketch"].append((e.step, float(e.sketch_fsim)))
+        if e.best:
+            self.best_label.setText(f"step {e.step}: {e.mean_fsim:.4f} (photo {e.photo_fsim:.4f}, "
+                                    f"sketch {e.sketch_fsim:.4f})")
+        self._plot_dirty = True
+
+    def _on_checkpoint(self, e: CheckpointEvent) -> None:
+        self.last_checkpoint = e.path
+        self.ckpt_label.setText(f"step {e.step}: {e.path}")
+        self._set_state(self.state)  # "Load into Translate" works from the first checkpoint on
+
+    def _on_state(self, e: StateEvent) -> None:
+        if e.state == "paused" and self.state in ("pausing", "paused"):
+            self._set_state("paused")
+        elif e.state == "running" and self.state not in ("cancelling",):
+            self._set_state("running")
+
+    def _on_done(self, e: DoneEvent) -> None:
+        self.last_checkpoint = e.path
+        self._set_state("cancelled" if e.cancelled else "finished")
+        state = "cancelled" if e.cancelled else "finished"
+        if Path(e.path).is_file():
+            self.ctx.notify("info", f"Training {state} at step {e.step}; checkpoint saved to "
+                            f"{e.path}. Use “Load into Translate” to try it.")
+        else:  # cancelled before its first step: nothing was written
+            self.ctx.notify("info", f"Training {state} before its first step; nothing was saved.")
+
+    _EVENT_HANDLERS: dict[type, Any] = {
+        StartEvent: _on_start,
+        StepEvent: _on_step,
+        PreviewEvent: _on_preview,
+        ValEvent: _on_val,
+        CheckpointEvent: _on_checkpoint,
+        StateEvent: _on_state,
+        DoneEvent: _on_done,
+    }
 
     def _load_history_from_log(self) -> None:
         """On resume, show the curves of the steps done before (from losses.jsonl)."""

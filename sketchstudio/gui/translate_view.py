@@ -42,7 +42,6 @@ from .workers import (
     ModelInfo,
     TranslateRequest,
     TranslateResult,
-    invert_affine,
     start_worker,
 )
 
@@ -143,8 +142,13 @@ class TranslateView(QWidget):
         self.align_check = _option("Align faces", ctx.settings.align_faces,
                                    "Detect the face and align it by the eyes (untick for crops "
                                    "that are already aligned, such as CUFS)")
+        self.portrait_check = _option("Portrait", ctx.settings.portrait,
+                                      "Photo → sketch: draw the head and shoulders around the face "
+                                      "in one style, in the photo's own orientation, on white "
+                                      "paper (needs “Align faces”)")
         self.paste_check = _option("Paste back", ctx.settings.paste_back,
-                                   "Show and save the result pasted back onto the original image")
+                                   "Replace the face inside the original colour photo with the "
+                                   "translated face crop (the rest of the photo stays as it is)")
         self.grey_check = _option("Grey sketch", ctx.settings.grey_sketch,
                                   "Photo → sketch results in pencil grey (untick to see the "
                                   "model's three output channels as they are)")
@@ -163,6 +167,7 @@ class TranslateView(QWidget):
         bar.addWidget(self.auto_label)
         bar.addSpacing(16)
         bar.addWidget(self.align_check)
+        bar.addWidget(self.portrait_check)
         bar.addWidget(self.paste_check)
         bar.addWidget(self.grey_check)
         bar.addStretch(1)
@@ -201,6 +206,7 @@ class TranslateView(QWidget):
         self.direction_group.buttonClicked.connect(self._direction_clicked)
         self.align_check.toggled.connect(self._align_toggled)
         self.paste_check.toggled.connect(self._paste_toggled)
+        self.portrait_check.toggled.connect(self._portrait_toggled)
         self.grey_check.toggled.connect(self._grey_toggled)
         self.save_button.clicked.connect(self.save_dialog)
         self.copy_button.clicked.connect(self.copy_result)
@@ -213,6 +219,7 @@ class TranslateView(QWidget):
         ctx.translated.connect(self._show_result)
         ctx.translate_worker.failed.connect(self._failed)
         ctx.translate_worker.no_face.connect(self._no_face)
+        ctx.translate_worker.progress.connect(self._tile_progress)
         self._update_actions()
 
     # --- model state --------------------------------------------------------------------------
@@ -272,7 +279,8 @@ class TranslateView(QWidget):
                                             direction=self._direction,
                                             align=self.align_check.isChecked(), eyes=self._eyes,
                                             name=self._name,
-                                            grey_sketch=self.grey_check.isChecked()))
+                                            grey_sketch=self.grey_check.isChecked(),
+                                            portrait=self._portrait_mode()))
         self.status.setText(f"Translating {self._name}…")
 
     def open_dialog(self) -> None:
@@ -326,6 +334,25 @@ class TranslateView(QWidget):
         self._eyes = None if not on else self._eyes
         self.submit()
 
+    def _portrait_mode(self) -> str | None:
+        """"head" when the Portrait option is on (the workers draw it for photo→sketch only)."""
+        if self.portrait_check.isChecked() and self.align_check.isChecked():
+            return "head"
+        return None
+
+    def _portrait_toggled(self, on: bool) -> None:
+        self.ctx.settings.portrait = on
+        if on and self.result is not None and self.result.portrait is None \
+                and self.result.direction == PHOTO2SKETCH:
+            self.submit()
+        else:
+            self._show_output()
+
+    def _tile_progress(self, seq: int, done: int, total: int) -> None:
+        if seq == self._pending and total > 1:
+            self.status.setText(f"Drawing the portrait of {self._name}: tile {min(done + 1, total)} "
+                                f"of {total}…")
+
     def _paste_toggled(self, on: bool) -> None:
         self.ctx.settings.paste_back = on
         self._show_output()
@@ -340,10 +367,10 @@ class TranslateView(QWidget):
         r = self.result
         if r is None or r.matrix is None or len(points) != 2:
             return
-        import numpy as np
+        from sketchstudio.faces.geometry import apply_affine, invert_affine
 
-        inv = invert_affine(r.matrix)
-        self._eyes = tuple(tuple(float(v) for v in inv @ np.array([x, y, 1.0])) for x, y in points)
+        back = apply_affine(invert_affine(r.matrix), points)
+        self._eyes = ((float(back[0, 0]), float(back[0, 1])), (float(back[1, 0]), float(back[1, 1])))
         self._source = r.original
         self.submit()
 
@@ -374,16 +401,21 @@ class TranslateView(QWidget):
         self._show_output()
         self.status.setText(f"{r.name}: {DIRECTION_LABELS[r.direction]}"
                             f"{' (chosen automatically)' if r.auto else ''} in {r.elapsed_ms:.0f} ms "
-                            f"on {r.device_name}." + ("  " + " ".join(r.notes) if r.notes else ""))
+                            f"on {r.device_name}." + ("  " + " ".join(r.notes) if r.notes else "")
+                            + ("  Drag the eye markers to pick another face." if r.n_faces > 1
+                               else ""))
         self._update_actions()
 
     def displayed_result(self) -> np.ndarray | None:
-        """What Save and Copy take: the result, or the result pasted onto the original."""
+        """What Save and Copy take: the result pasted onto the original (Paste back), else the
+        portrait (Portrait), else the translated crop."""
         r = self.result
         if r is None:
             return None
         if self.paste_check.isChecked() and r.pasted is not None:
             return r.pasted
+        if self.portrait_check.isChecked() and r.portrait is not None:
+            return r.portrait
         return r.output
 
     def _show_output(self) -> None:
@@ -391,8 +423,11 @@ class TranslateView(QWidget):
         if img is None:
             return
         what = "sketch" if self.result.direction == PHOTO2SKETCH else "photo"
-        pasted = self.paste_check.isChecked() and self.result.pasted is not None
-        self.result_pane.set_title(f"Result ({what}{', pasted back' if pasted else ''})")
+        if img is self.result.pasted:
+            what += ", pasted back"
+        elif img is self.result.portrait:
+            what += " portrait"
+        self.result_pane.set_title(f"Result ({what})")
         self.result_pane.set_image(img, f"{img.shape[1]}×{img.shape[0]}")
 
     def _failed(self, seq: int, message: str, detail: str) -> None:
@@ -487,10 +522,11 @@ class TranslateView(QWidget):
                 self, f"Output folder for {len(files)} translated images", suggested)
             if not out_dir:
                 return
+        paste = self.paste_check.isChecked()
         worker = BatchWorker(self.ctx.translator, files, out_dir, direction=self._direction,
-                             align=self.align_check.isChecked(),
-                             paste_back=self.paste_check.isChecked(),
-                             grey_sketch=self.grey_check.isChecked())
+                             align=self.align_check.isChecked(), paste_back=paste,
+                             grey_sketch=self.grey_check.isChecked(),
+                             portrait=None if paste else self._portrait_mode())
         dialog = QProgressDialog(f"Translating {len(files)} images…", "Cancel", 0, len(files), self)
         dialog.setWindowTitle("Translate folder")
         dialog.setWindowModality(Qt.WindowModality.WindowModal)

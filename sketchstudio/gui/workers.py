@@ -5,11 +5,12 @@ worker's thread) and listens to the worker's signals (queued back into the UI th
 engine and the trainer are imported inside the slots, so importing this module is cheap and the
 window can appear before torch is loaded.
 
-- :class:`TranslateWorker` loads models and translates one image (load → guess direction → align →
-  translate → paste back); a newer request makes older queued ones obsolete.
+- :class:`TranslateWorker` loads models and translates one image through
+  :func:`sketchstudio.pipeline.translate_face`; a newer request makes older queued ones obsolete
+  (and stops a running portrait between tiles).
 - :class:`FeatureWorker` turns a translation's student taps and the matching teacher layer into
   pictures (``sketchstudio.features``).
-- :class:`BatchWorker` translates a folder, cancellable between images.
+- :class:`BatchWorker` translates a folder through the same call, cancellable between images.
 - :class:`ScanWorker` validates a training folder (pairs, unreadable files, optionally faces).
 - :class:`TrainWorker` runs :class:`trainer.loop.Trainer`; pause/resume/cancel go through its
   thread-safe :class:`trainer.events.TrainControl`.
@@ -27,17 +28,28 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from sketchstudio.errors import EyePositionError, NoFaceFoundError, SketchStudioError
+from sketchstudio.errors import (
+    CancelledError,
+    EyePositionError,
+    NoFaceFoundError,
+    SketchStudioError,
+)
+from sketchstudio.pipeline import (  # Qt-free and torch-free at import: cheap
+    DIRECTION_LABELS,  # noqa: F401 - re-exported for the views
+    PHOTO2SKETCH,
+    SKETCH2PHOTO,  # noqa: F401 - re-exported for the views
+    Eyes,
+    load_faces,
+    output_kind,
+)
+from sketchstudio.vocab import TAP_NAMES
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
 
-PHOTO2SKETCH, SKETCH2PHOTO = "photo2sketch", "sketch2photo"
-DIRECTION_LABELS = {PHOTO2SKETCH: "photo → sketch", SKETCH2PHOTO: "sketch → photo"}
-LAYERS = ("IC", "DC1", "DC2", "Block", "UC1", "UC2")
-Eyes = tuple[tuple[float, float], tuple[float, float]]
+LAYERS = TAP_NAMES
 
 
 def describe_exception(exc: BaseException) -> tuple[str, str]:
@@ -46,34 +58,6 @@ def describe_exception(exc: BaseException) -> tuple[str, str]:
         return str(exc), ""
     return (f"Unexpected error: {type(exc).__name__}: {exc}",
             "".join(traceback.format_exception(exc)))
-
-
-def load_faces() -> tuple[Any, str]:
-    """The face-alignment module, or None and a sentence saying why it cannot be used."""
-    try:
-        from sketchstudio import faces
-        from sketchstudio.faces import align, paste_back  # noqa: F401 - the contract we need
-    except Exception as exc:  # noqa: BLE001 - missing module, missing dlib, broken install: same to a user
-        return None, (f"Face alignment is not available ({type(exc).__name__}: {exc}); images are "
-                      "translated as they are. Use already-aligned face crops for best results.")
-    return faces, ""
-
-
-def apply_affine(matrix: np.ndarray, pts: Eyes) -> Eyes:
-    """Map points through a 2×3 affine matrix."""
-    import numpy as np
-
-    m = np.asarray(matrix, dtype=np.float64)
-    out = [tuple(float(v) for v in m @ np.array([x, y, 1.0])) for x, y in pts]
-    return (out[0], out[1])  # type: ignore[return-value]
-
-
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a 2×3 affine matrix (crop -> original)."""
-    import numpy as np
-
-    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
-    return np.linalg.inv(m)[:2]
 
 
 class _NoFace(Exception):  # noqa: N818 - internal signal, never shown
@@ -126,6 +110,8 @@ class TranslateRequest:
     eyes: Eyes | None = None  # manual eye centres in original-image coordinates
     name: str = ""
     grey_sketch: bool = True  # photo→sketch results in pencil grey
+    #: None, "head" or "full": also draw the face with its surroundings (photo→sketch only)
+    portrait: str | None = None
 
 
 @dataclass
@@ -139,11 +125,13 @@ class TranslateResult:
     crop: np.ndarray
     output: np.ndarray  # at the crop's size
     pasted: np.ndarray | None = None  # output warped back onto the original
+    portrait: np.ndarray | None = None  # the portrait drawing, in the original's orientation
     matrix: np.ndarray | None = None  # 2×3, original -> crop
     eyes: Eyes | None = None  # original coordinates
     crop_eyes: Eyes | None = None  # crop coordinates
     aligned: bool = False
     align_method: str = ""
+    n_faces: int = 0
     notes: list[str] = field(default_factory=list)
     elapsed_ms: float = 0.0
     device_name: str = ""
@@ -210,6 +198,7 @@ class TranslateWorker(QObject):
     result_ready = Signal(object)  # TranslateResult
     failed = Signal(int, str, str)  # seq, message, detail
     no_face = Signal(int, object, str)  # seq, original image, message
+    progress = Signal(int, int, int)  # seq, tiles done, tiles in all (portraits)
 
     def __init__(self) -> None:
         super().__init__()
@@ -243,9 +232,7 @@ class TranslateWorker(QObject):
     @Slot(str)
     def set_teacher(self, path: str) -> None:
         if self.translator is not None:
-            with self.translator._lock:
-                self.translator.teacher_path = path or None
-                self.translator._teacher = None
+            self.translator.set_teacher_path(path or None)
 
     @Slot(object)
     def translate(self, req: TranslateRequest) -> None:
@@ -256,6 +243,8 @@ class TranslateWorker(QObject):
         except _NoFace as nf:
             self.no_face.emit(req.seq, nf.original, nf.message)
             return
+        except CancelledError:
+            return  # a newer request took over; it reports for itself
         except Exception as exc:  # noqa: BLE001 - shown in the message bar; the app keeps working
             msg, detail = describe_exception(exc)
             self.failed.emit(req.seq, msg, detail)
@@ -264,9 +253,14 @@ class TranslateWorker(QObject):
             self.result_ready.emit(res)
 
     def _translate(self, req: TranslateRequest) -> TranslateResult | None:
+        """Decode the source and run :func:`sketchstudio.pipeline.translate_face`; nothing else.
+
+        The pasted result is always made (it is cheap), so the view can toggle it without a re-run.
+        """
         import numpy as np
 
-        from sketchstudio.imaging import check_rgb, load_image, looks_like_sketch
+        from sketchstudio.imaging import check_rgb, load_image
+        from sketchstudio.pipeline import translate_face
 
         t0 = time.perf_counter()
         tr = self.translator
@@ -277,47 +271,26 @@ class TranslateWorker(QObject):
             original = load_image(req.source)
         else:
             original = check_rgb(np.asarray(req.source))
-        guessed = SKETCH2PHOTO if looks_like_sketch(original) else PHOTO2SKETCH
-        direction = guessed if req.direction == "auto" else req.direction
-        notes: list[str] = []
-        if direction not in tr.directions:
-            other = tr.directions[0]
-            notes.append(f"This model has no {DIRECTION_LABELS[direction]} network; used "
-                         f"{DIRECTION_LABELS[other]}.")
-            direction = other
-        res = TranslateResult(seq=req.seq, name=req.name, original=original, direction=direction,
-                              guessed_direction=guessed, auto=req.direction == "auto",
-                              crop=original, output=original, notes=notes)
-        if req.align:
-            faces, why = load_faces()
-            if faces is None:
-                notes.append(why)
-            else:
-                kind = "photo" if direction == PHOTO2SKETCH else "sketch"
-                try:
-                    ar = faces.align(original, eyes=req.eyes, kind=kind)
-                except (NoFaceFoundError, EyePositionError) as exc:
-                    # either way the user can (re)place the eyes by hand
-                    raise _NoFace(original, str(exc)) from exc
-                res.crop, res.matrix, res.eyes = ar.crop, np.asarray(ar.matrix, np.float64), ar.eyes
-                res.crop_eyes = apply_affine(res.matrix, ar.eyes)
-                res.aligned, res.align_method = True, str(getattr(ar, "method", ""))
-                if getattr(ar, "n_faces", 1) > 1:
-                    notes.append(f"{ar.n_faces} faces found; used the largest. Drag the eye markers "
-                                 "to pick another.")
-        if req.seq < self.latest_seq:
+        stale = lambda: req.seq < self.latest_seq  # noqa: E731 - a newer request supersedes this one
+        try:
+            ft = translate_face(original, tr, direction=req.direction, align=req.align,
+                                eyes=req.eyes, grey_sketch=req.grey_sketch, paste_back=True,
+                                portrait=req.portrait, portrait_only_for=PHOTO2SKETCH,
+                                return_taps=True, faces=load_faces(),
+                                progress=lambda done, total: self.progress.emit(req.seq, done, total),
+                                cancelled=stale, before_network=stale)
+        except (NoFaceFoundError, EyePositionError) as exc:
+            raise _NoFace(original, str(exc)) from exc  # either way the user can place the eyes
+        if ft is None:
             return None
-        translation = tr.translate(res.crop, direction, return_taps=True,
-                                   grey_sketch=req.grey_sketch)
-        res.output = translation.output
-        if res.aligned:
-            faces, _ = load_faces()
-            res.pasted = faces.paste_back(original, res.output, res.matrix)
-        if tr.fallback_note:
-            notes.append(tr.fallback_note)
-        res.translation, res.translator, res.device_name = translation, tr, tr.describe
-        res.elapsed_ms = (time.perf_counter() - t0) * 1e3
-        return res
+        return TranslateResult(
+            seq=req.seq, name=req.name, original=ft.original, direction=ft.direction,
+            guessed_direction=ft.guessed_direction, auto=ft.auto, crop=ft.crop, output=ft.output,
+            pasted=ft.pasted, portrait=ft.portrait.image if ft.portrait is not None else None,
+            matrix=ft.matrix, eyes=ft.eyes, crop_eyes=ft.crop_eyes, aligned=ft.aligned,
+            align_method=ft.method, n_faces=ft.n_faces, notes=ft.notes,
+            elapsed_ms=(time.perf_counter() - t0) * 1e3, device_name=tr.describe,
+            translation=ft.translation, translator=tr)
 
 
 class FeatureWorker(QObject):
@@ -383,18 +356,19 @@ class FeatureWorker(QObject):
 
 
 class BatchWorker(QObject):
-    """Translate every image of a folder into an output folder; cancel stops between images."""
+    """Translate every image of a folder into an output folder; cancel stops between images (and
+    between the tiles of a large portrait)."""
 
     progress = Signal(int, int, str)  # done, total, current file name
     finished = Signal(object)  # BatchSummary
 
     def __init__(self, translator: Any, files: list[str], out_dir: str, direction: str = "auto",
                  align: bool = True, paste_back: bool = False, fmt: str = "png",
-                 grey_sketch: bool = True) -> None:
+                 grey_sketch: bool = True, portrait: str | None = None) -> None:
         super().__init__()
         self.translator, self.files, self.out_dir = translator, list(files), out_dir
         self.direction, self.align, self.paste_back, self.fmt = direction, align, paste_back, fmt
-        self.grey_sketch = grey_sketch
+        self.grey_sketch, self.portrait = grey_sketch, portrait
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
@@ -404,16 +378,16 @@ class BatchWorker(QObject):
     @Slot()
     def run(self) -> None:
         from sketchstudio.fsutil import output_dir
+        from sketchstudio.outputs import split_earlier_outputs
 
         written: list[str] = []
         problems: list[str] = []
         notes: list[str] = []
         total = len(self.files)
-        faces, why = load_faces() if self.align else (None, "")
-        if self.align and faces is None:
-            notes.append(why)
-        from sketchstudio.outputs import split_earlier_outputs
-
+        faces = load_faces() if self.align else (None, "")
+        if self.align and faces[0] is None:
+            notes.append(faces[1])
+            faces = (None, "")  # said once for the batch, not once per image
         files, earlier = split_earlier_outputs([Path(f) for f in self.files], self.out_dir)
         if earlier:  # the previous batch's results, when a folder is translated into itself
             notes.append(f"{len(earlier)} image(s) written there earlier by SketchStudio were not "
@@ -432,12 +406,14 @@ class BatchWorker(QObject):
 
     def _translate_each(self, out: Path, faces: Any, written: list[str], problems: list[str],
                         notes: list[str]) -> None:
-        """Translate ``self.files`` into ``out`` one by one, collecting what was written and what
-        failed. Outputs never replace an input, each other or a file SketchStudio did not write
+        """Translate ``self.files`` into ``out`` one by one through the pipeline, collecting what
+        was written, what failed and the pipeline's notes ("name: note", as the CLI prints them).
+        Outputs never replace an input, each other or a file SketchStudio did not write
         (:class:`~sketchstudio.outputs.OutputNamer`); a full disk stops the batch."""
         from sketchstudio.errors import DiskFullError
-        from sketchstudio.imaging import load_image, looks_like_sketch, save_image
+        from sketchstudio.imaging import load_image, save_image
         from sketchstudio.outputs import OutputNamer
+        from sketchstudio.pipeline import translate_face
 
         total = len(self.files)
         namer = OutputNamer(out, self.files)
@@ -448,22 +424,17 @@ class BatchWorker(QObject):
             name = Path(f).name
             self.progress.emit(i, total, name)
             try:
-                img = load_image(f)
-                direction = self.direction
-                if direction == "auto":
-                    direction = SKETCH2PHOTO if looks_like_sketch(img) else PHOTO2SKETCH
-                crop, ar = img, None
-                if faces is not None:
-                    kind = "photo" if direction == PHOTO2SKETCH else "sketch"
-                    ar = faces.align(img, kind=kind)
-                    crop = ar.crop
-                result = self.translator.translate(crop, direction,
-                                                   grey_sketch=self.grey_sketch).output
-                if ar is not None and self.paste_back:
-                    result = faces.paste_back(img, result, ar.matrix)
-                claim = namer.claim(f, "sketch" if direction == PHOTO2SKETCH else "photo", self.fmt)
-                written.append(str(save_image(result, claim.path)))
+                ft = translate_face(load_image(f), self.translator, direction=self.direction,
+                                    align=self.align, grey_sketch=self.grey_sketch,
+                                    paste_back=self.paste_back, portrait=self.portrait,
+                                    portrait_only_for=PHOTO2SKETCH, faces=faces,
+                                    cancelled=self._cancel.is_set)
+                notes.extend(f"{name}: {n}" for n in ft.notes)
+                claim = namer.claim(f, output_kind(ft.direction), self.fmt)
+                written.append(str(save_image(ft.image, claim.path)))
                 renamed += claim.note is not None
+            except CancelledError:
+                break
             except DiskFullError as exc:
                 left = total - i - 1
                 problems.append(f"{name}: {exc}" + (f" Stopped; {left} image(s) not translated."
