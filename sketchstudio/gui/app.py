@@ -104,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    if QApplication.instance() is None:  # Qt would abort on a missing display or xcb library
+        from .platform_check import check_platform
+
+        problem, env = check_platform(os.environ)
+        if problem:
+            sys.stderr.write(problem + "\n")
+            return 2
+        for key, value in env.items():
+            log.warning("X11 libraries missing; using Qt's %s plugin (%s=%s)", value, key, value)
+            os.environ[key] = value
+
     from sketchstudio.desktop import APP_ID
 
     from .settings import APPLICATION, ORGANIZATION, Settings
