@@ -3,7 +3,7 @@
 # with the validation split, for as long as the lease allows, then bring back what fits through
 # $OUT (8 files of 16 MiB at most): the fp16 export in parts, the loss and validation logs, timings.
 # Stage first with tools/stage_for_device.sh. Knobs (env): SECONDS_BUDGET (training wall time),
-# RECIPE (extra trainer flags), SIZE/NGF/BLOCKS, DEVICE. Rejoin the parts here with
+# RECIPE (extra trainer flags), SIZE/NGF/BLOCKS, DEVICE, STUDY (a study YAML to run instead). Rejoin the parts here with
 #   cat /work/.device/.../model.safetensors.part-* > model.safetensors
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,16 @@ RECIPE=${RECIPE:-"--upsample resize --rec-loss l1 --loss-weights 0.1,0.1,1 --tap
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } \
   | tee "$OUT/machine.txt"
+if [ -n "${STUDY:-}" ]; then
+  # a recipe study instead (python -m trainer.study; its YAML's data paths must point into
+  # $STAGE): the table and the grid come back, the runs stay there
+  timeout --signal=TERM "$SECONDS_BUDGET" python3 -m trainer.study "$STUDY" --out /tmp/study \
+      > "$OUT/study.log" 2>&1
+  echo "study exit $?" >> "$OUT/study.log"
+  cp /tmp/study/study.md /tmp/study/study.json /tmp/study/grid.png "$OUT/" 2>/dev/null
+  tail -c 1000000 "$OUT/study.log" > "$OUT/study.tail.log" && rm "$OUT/study.log"
+  ls -la "$OUT"; exit 0
+fi
 # SIGTERM at the budget: the trainer finishes its step, validates nothing more and checkpoints
 timeout --signal=TERM "$SECONDS_BUDGET" python3 -m trainer.cli \
     --data "$STAGE/cufs/train" --val cufs --val-every "${VAL_EVERY:-500}" --out "$RUN" \
