@@ -234,7 +234,7 @@ def markdown(table: dict) -> str:
              "| variant | changes | steps | s/step | val photo | val sketch | val mean | "
              + " | ".join(f"sketch {s}" for s in subsets)
              + " | G stroke ratio | grid peak | best val (step) | test photo | test sketch |",
-             "| --- " * (11 + len(subsets)) + "|"]
+             "| --- " * (12 + len(subsets)) + "|"]
     for name, r in rows.items():
         v = r["val"]
         changes = ", ".join(f"{k}={val}" for k, val in r.get("changes", {}).items()) or "—"
