@@ -13,9 +13,10 @@ students' total stride), so the face falls on exactly the pixels, and the intern
 the plain crop.
 
 Only real image content is drawn. The part of the photo a portrait shows (the region) never
-extends past the photo: a head-and-shoulders box that runs off the image is cropped there. Canvas
-pixels outside the photo (corners of a rotated face's canvas) are fed to G as white paper, never
-as edge-replicated pixels (which G draws as long streaks), and are never shown.
+extends past the photo: a head-and-shoulders box that runs off the image is cropped there, and
+outside pixels of a rotated face's canvas are cut off when the drawing is mapped back. G sees the
+photo mirrored there (context only, never shown), not edge-replicated pixels (which it draws as
+long streaks) and not white paper (which it outlines with a pencil line along the photo's edge).
 
 Normalisation. The students use InstanceNorm and squeeze-excitation, whose statistics are global:
 tiles normalised on their own would each be drawn with a different contrast. So the statistics are
@@ -39,7 +40,7 @@ import torch
 from torch import nn
 
 from .errors import CancelledError, ConfigError
-from .faces.alignment import warp_to_template
+from .faces.alignment import _MIN_BILINEAR_SCALE
 from .faces.geometry import TEMPLATE_SIZE, apply_affine, invert_affine, matrix_scale, to_3x3
 from .imaging import grey_rgb
 from .models.student import SqueezeExcite
@@ -185,17 +186,32 @@ def plan_portrait(matrix: np.ndarray, width: int, height: int, image_size: int,
 
 
 def build_canvas(original: np.ndarray, plan: PortraitPlan) -> tuple[np.ndarray, np.ndarray]:
-    """(canvas, valid): the photo warped onto the canvas with white paper outside it, and a mask
-    of the canvas pixels whose centre lies inside the photo."""
+    """(canvas, valid): the photo warped onto the canvas, and a mask of the canvas pixels whose
+    centre lies inside the photo.
+
+    Outside the photo the canvas mirrors it (``BORDER_REFLECT_101``: the edge pixel itself is
+    not repeated). Those pixels are never shown -- the portrait stops at the photo's edge -- they
+    only give G context. Edge replication made long streaks; white paper made G draw the photo's
+    edge as a pencil line a few pixels inside the portrait's border; a mirror has neither.
+    """
     h, w = original.shape[:2]
-    canvas = warp_to_template(original, plan.canvas_matrix, kind="sketch", size=plan.canvas_size)
+    m = np.asarray(plan.canvas_matrix, np.float64)
+    src = original
+    s = matrix_scale(m)
+    if s < _MIN_BILINEAR_SCALE:  # shrink with an area filter first: bilinear alone would alias
+        f = s / _MIN_BILINEAR_SCALE
+        rw, rh = max(1, round(w * f)), max(1, round(h * f))
+        src = cv2.resize(original, (rw, rh), interpolation=cv2.INTER_AREA)
+        fx, fy = rw / w, rh / h
+        m = m @ np.array([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5], [0, 0, 1]])
+    canvas = cv2.warpAffine(np.ascontiguousarray(src), m, plan.canvas_size, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101)
     cw, ch = plan.canvas_size
     inv = invert_affine(plan.canvas_matrix)
     ys, xs = np.mgrid[0:ch, 0:cw]
     px = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
     py = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
     valid = (px >= -0.5) & (px <= w - 0.5) & (py >= -0.5) & (py <= h - 0.5)
-    canvas[~valid] = PAPER
     return canvas, valid
 
 
