@@ -134,7 +134,7 @@ def _score(name: str, tcfg: TrainConfig, sec_per_step: float | None, test: dict[
 
     run = Path(tcfg.out_dir)
     pairs = _val_pairs(tcfg)
-    res = evaluate(run / CHECKPOINT_FILE, None, pairs=pairs, device="cpu")
+    res = evaluate(run / CHECKPOINT_FILE, None, pairs=pairs, device=tcfg.device)
     per = res.per_image.values()
     row: dict[str, Any] = {
         "variant": name, "steps": res.step, "sec_per_step": sec_per_step,
@@ -150,7 +150,7 @@ def _score(name: str, tcfg: TrainConfig, sec_per_step: float | None, test: dict[
             top = max(rows, key=lambda r: r["mean_fsim"])
             row["best_val"] = {"step": top["step"], "mean_fsim": top["mean_fsim"]}
     if test.get("data_dir"):
-        t = evaluate(run / CHECKPOINT_FILE, test["data_dir"], split=test.get("split"), device="cpu")
+        t = evaluate(run / CHECKPOINT_FILE, test["data_dir"], split=test.get("split"), device=tcfg.device)
         row["test"] = {"photo_fsim": t.photo_fsim, "sketch_fsim": t.sketch_fsim, "n": t.n_pairs,
                        "subsets": t.subsets(),
                        "sketch_grad_ratio": statistics.fmean(v["sketch_grad_ratio"]
