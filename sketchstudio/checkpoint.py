@@ -26,7 +26,7 @@ from . import __version__
 from .errors import CheckpointError, OutputError
 from .fsutil import atomic_write_bytes
 from .models.student import StudentNet
-from .vocab import CHECKPOINT_FILE, DIRECTION_NET
+from .vocab import CHECKPOINT_NAMES, DIRECTION_NET
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ FORMAT_VERSION = "1"
 ARCH = "kt-student"
 #: direction name -> tensor prefix (G, F)
 DIRECTIONS = DIRECTION_NET
-#: file names a run folder given as a model may hold, most recent kind first
-CHECKPOINT_NAMES = (CHECKPOINT_FILE, "model.safetensors")
 #: refuse absurd files before reading them into memory (a full training checkpoint is ~300 MB)
 MAX_FILE_BYTES = 4 << 30
 

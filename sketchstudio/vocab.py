@@ -26,6 +26,8 @@ DIRECTION_INPUT: dict[str, str] = {PHOTO2SKETCH: "photo", SKETCH2PHOTO: "sketch"
 #: What a training run writes and resumes from (trainer.rundir), and what a run folder given as a
 #: model is searched for first (sketchstudio.checkpoint.CHECKPOINT_NAMES).
 CHECKPOINT_FILE = "checkpoint.safetensors"
+#: The model files a run folder given as a model may hold, the run's own checkpoint first.
+CHECKPOINT_NAMES: tuple[str, ...] = (CHECKPOINT_FILE, "model.safetensors")
 
 # --------------------------------------------------------------------------------- eye points
 Point = tuple[float, float]

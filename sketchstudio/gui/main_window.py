@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from sketchstudio import __version__
 from sketchstudio.resources import default_model_path
+from sketchstudio.vocab import CHECKPOINT_NAMES
 
 from .context import AppContext
 from .feature_view import FeatureView
@@ -397,4 +398,4 @@ class MainWindow(QMainWindow):
 
 def _short_model_name(path: str) -> str:
     p = Path(path)
-    return f"{p.parent.name}/{p.name}" if p.name in ("checkpoint.safetensors", "model.safetensors") else p.name
+    return f"{p.parent.name}/{p.name}" if p.name in CHECKPOINT_NAMES else p.name
