@@ -29,6 +29,7 @@ from .config import (
     read_config_file,
 )
 from .events import DoneEvent, ErrorEvent, StepEvent, TrainControl, TrainEvent
+from .rundir import CONFIG_FILE
 
 log = logging.getLogger("sketchstudio")
 
@@ -109,7 +110,7 @@ def parse_train_args(argv: list[str] | None = None) -> tuple[argparse.Namespace,
     parser = train_parser()
     source = known.config
     if source is None and known.resume and known.out_dir:
-        own = Path(known.out_dir) / "config.yaml"
+        own = Path(known.out_dir) / CONFIG_FILE
         source = str(own) if own.is_file() else None
     file_values: dict[str, Any] = {}
     if source:

@@ -55,7 +55,7 @@ from .events import (
     ValEvent,
 )
 from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_objective
-from .rundir import CHECKPOINT_FILE, LOSS_LOG, append_row, read_rows, truncate_log
+from .rundir import CHECKPOINT_FILE, CONFIG_FILE, LOSS_LOG, append_row, read_rows, truncate_log
 from .runlock import claim_run_folder
 from .validation import BEST_FILE, VAL_LOG, read_stems, split_pairs
 
@@ -216,7 +216,7 @@ class Trainer:
         if cfg.teacher_norm == "channel_mean" and not scales_loaded:
             self.teacher.set_channel_scales(self._teacher_channel_means())
         if self.dist.is_main:
-            with atomic_write(self.out_dir / "config.yaml", "w") as fh:
+            with atomic_write(self.out_dir / CONFIG_FILE, "w") as fh:
                 fh.write(cfg.dump_yaml())
             self._truncate_loss_log()
             self._truncate_log(VAL_LOG)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sketchstudio.cliutil import setup_logging
+from sketchstudio.cliutil import report_error, setup_logging
 from sketchstudio.errors import ConfigError, SketchStudioError
 from sketchstudio.fsutil import atomic_write, atomic_write_json, ensure_writable_dir
 
@@ -130,7 +130,7 @@ def _score(name: str, tcfg: TrainConfig, sec_per_step: float | None, test: dict[
 
     from .evaluate import evaluate
     from .loop import CHECKPOINT_FILE
-    from .validation import VAL_LOG
+    from .rundir import VAL_LOG, read_rows
 
     run = Path(tcfg.out_dir)
     pairs = _val_pairs(tcfg)
@@ -143,12 +143,10 @@ def _score(name: str, tcfg: TrainConfig, sec_per_step: float | None, test: dict[
                 "sketch_grad_ratio": statistics.fmean(v["sketch_grad_ratio"] for v in per)},
         "grid_peak": grid_peak_ratio(_raw_outputs(run / CHECKPOINT_FILE, pairs, len(pairs))),
     }
-    log_path = run / VAL_LOG
-    if log_path.is_file():
-        rows = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()]
-        if rows:
-            top = max(rows, key=lambda r: r["mean_fsim"])
-            row["best_val"] = {"step": top["step"], "mean_fsim": top["mean_fsim"]}
+    rows = read_rows(run / VAL_LOG)
+    if rows:
+        top = max(rows, key=lambda r: r["mean_fsim"])
+        row["best_val"] = {"step": top["step"], "mean_fsim": top["mean_fsim"]}
     if test.get("data_dir"):
         t = evaluate(run / CHECKPOINT_FILE, test["data_dir"], split=test.get("split"), device=tcfg.device)
         row["test"] = {"photo_fsim": t.photo_fsim, "sketch_fsim": t.sketch_fsim, "n": t.n_pairs,
@@ -272,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = StudyConfig.load(a.study, a.out)
         table = run_study(cfg, control=stop_on_signals(TrainControl()))
     except SketchStudioError as exc:
-        print(f"study: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("study", exc)
     if len(table["variants"]) < len(cfg.variants):
         print("Study stopped; run the same command again to resume.", file=sys.stderr)
         return 1
