@@ -8,7 +8,8 @@ absolute grey-level difference from fp32 torch), and drop→result end to end.
 - Parity and timing images: CUHK *test* photos when ../shared is there (reported only, as the
   acceptance asks); int8 is calibrated on CUFS *training* photos (never test photos).
 - Every path is timed at 1 and 2 threads (``torch.set_num_threads`` and the runtime's own thread
-  count); the time is the best of a few forwards, after a warm-up.
+  count); the time is the best of a few forwards after a warm-up, the paths taking turns image by
+  image so that a busy machine slows them alike.
 - drop→result: load the bundled sample photo (512×512, not aligned) + detect/align the face +
   translate (pencil grey) + paste back, through :class:`~sketchstudio.engine.Translator`, with
   torch and with the fast path the measurement picked.
@@ -58,16 +59,6 @@ def _inputs(size: int) -> tuple[list[np.ndarray], str]:
         f"{N_IMAGES} random images (no ../shared)"
 
 
-def _best_ms(fn, xs: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
-    fn(xs[0])  # warm-up: allocations, kernel choice
-    outs, times = [], []
-    for x in xs:
-        t0 = time.perf_counter()
-        outs.append(np.asarray(fn(x)))
-        times.append((time.perf_counter() - t0) * 1e3)
-    return min(times), outs
-
-
 def _path_rows(tuner, xs: list[np.ndarray], calib: list[np.ndarray], threads: int,
                export_notes: dict[str, str]) -> tuple[list[dict], dict[str, tuple[float, float]]]:
     from sketchstudio.device import autocast, cpu_has_native_bf16
@@ -80,11 +71,9 @@ def _path_rows(tuner, xs: list[np.ndarray], calib: list[np.ndarray], threads: in
         with torch.inference_mode():
             return net(torch.from_numpy(x)).numpy()
 
-    base_ms, refs = _best_ms(torch_fp32, xs)
-    rows = [{"name": f"G forward 256² torch fp32, {threads} thread(s) [baseline]", "ms": base_ms,
-             "ratio": "1.00×", "parity": "0 (reference)"}]
+    rows: list[dict] = []
     results: dict[str, tuple[float, float]] = {}
-    paths: list[tuple[str, object]] = []
+    paths: list[tuple[str, object]] = [("torch", torch_fp32)]
     if cpu_has_native_bf16():
         def torch_bf16(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
@@ -109,9 +98,24 @@ def _path_rows(tuner, xs: list[np.ndarray], calib: list[np.ndarray], threads: in
             continue
         export_notes.setdefault(name, f"{time.perf_counter() - t0:.1f} s")
         paths.append((name, runner))
-    for name, fn in paths:
-        ms, outs = _best_ms(fn, xs)
-        parity = float(np.mean([grey_level_diff(r, o) for r, o in zip(refs, outs, strict=True)]))
+    # round robin (each image through every path in turn), so that a change in the machine's
+    # load during the run hits all paths alike instead of skewing one ratio
+    for _, fn in paths:
+        fn(xs[0])  # warm-up: allocations, kernel choice
+    times: dict[str, list[float]] = {n: [] for n, _ in paths}
+    outs: dict[str, list[np.ndarray]] = {n: [] for n, _ in paths}
+    for x in xs:
+        for name, fn in paths:
+            t0 = time.perf_counter()
+            outs[name].append(np.asarray(fn(x)))
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    base_ms = min(times["torch"])
+    rows.insert(0, {"name": f"G forward 256² torch fp32, {threads} thread(s) [baseline]",
+                    "ms": base_ms, "ratio": "1.00×", "parity": "0 (reference)"})
+    for name, _ in paths[1:]:
+        ms = min(times[name])
+        parity = float(np.mean([grey_level_diff(r, o)
+                                for r, o in zip(outs["torch"], outs[name], strict=True)]))
         results[name] = (ms, parity)
         rows.append({"name": f"G forward 256² {name}, {threads} thread(s)", "ms": ms,
                      "ratio": f"{base_ms / ms:.2f}×", "parity": f"{parity:.3f} grey levels"})
