@@ -166,3 +166,15 @@ def test_shipped_model_paints_no_checkerboard(cufs):
     with torch.no_grad():
         outs = [to_image(g(to_tensor(load_image(p), ckpt.meta.image_size))) for p in photos]
     assert grid_peak_ratio(outs) < 2.0
+
+
+def test_a_variant_scored_again_later_keeps_its_speed_from_the_loss_log(tiny_pairs, tmp_path,
+                                                                          random_teacher):
+    cfg = _study(tmp_path, tiny_pairs, random_teacher, rec={"loss_weights": [0, 0, 1]})
+    first = run_study(cfg)["variants"]["rec"]
+    rows = [json.loads(ln) for ln in (tmp_path / "st" / "rec" / "losses.jsonl").read_text().splitlines()]
+    assert all(r["sec"] > 0 for r in rows)
+    (tmp_path / "st" / "rec" / "study.json").unlink()  # e.g. after a change to the scoring
+    again = run_study(cfg)["variants"]["rec"]
+    assert again["sec_per_step"] == pytest.approx(sorted(r["sec"] for r in rows)[len(rows) // 2])
+    assert again["val"] == first["val"]

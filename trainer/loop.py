@@ -612,8 +612,9 @@ class Trainer:
                 t_recent = (t_recent + [dt])[-50:]
                 sec = sum(t_recent) / len(t_recent)
                 # lr in every row, so a plot of the log shows where a resume changed it
+                # and the step's wall time, so speed survives a resume (the study reports it)
                 self._log_row(log_fh, {"step": self.step, "epoch": epoch, **losses,
-                                       "lr": self.opt_g.param_groups[0]["lr"]})
+                                       "lr": self.opt_g.param_groups[0]["lr"], "sec": round(dt, 3)})
                 self._emit(StepEvent(step=self.step, total_steps=self.total_steps, epoch=epoch,
                                      losses=losses, sec_per_step=sec,
                                      eta_s=sec * (self.total_steps - self.step)))

@@ -130,7 +130,7 @@ def _score(name: str, tcfg: TrainConfig, sec_per_step: float | None, test: dict[
 
     from .evaluate import evaluate
     from .loop import CHECKPOINT_FILE
-    from .rundir import VAL_LOG, read_rows
+    from .rundir import LOSS_LOG, VAL_LOG, read_rows
 
     run = Path(tcfg.out_dir)
     pairs = _val_pairs(tcfg)
@@ -143,6 +143,10 @@ def _score(name: str, tcfg: TrainConfig, sec_per_step: float | None, test: dict[
                 "sketch_grad_ratio": statistics.fmean(v["sketch_grad_ratio"] for v in per)},
         "grid_peak": grid_peak_ratio(_raw_outputs(run / CHECKPOINT_FILE, pairs, len(pairs))),
     }
+    if sec_per_step is None:  # scored in a later process than the one that trained it
+        secs = [r["sec"] for r in read_rows(run / LOSS_LOG) if "sec" in r]
+        sec_per_step = statistics.median(secs) if secs else None
+        row["sec_per_step"] = sec_per_step
     rows = read_rows(run / VAL_LOG)
     if rows:
         top = max(rows, key=lambda r: r["mean_fsim"])
