@@ -176,5 +176,7 @@ def test_a_variant_scored_again_later_keeps_its_speed_from_the_loss_log(tiny_pai
     assert all(r["sec"] > 0 for r in rows)
     (tmp_path / "st" / "rec" / "study.json").unlink()  # e.g. after a change to the scoring
     again = run_study(cfg)["variants"]["rec"]
-    assert again["sec_per_step"] == pytest.approx(sorted(r["sec"] for r in rows)[len(rows) // 2])
+    import statistics
+
+    assert again["sec_per_step"] == pytest.approx(statistics.median(r["sec"] for r in rows))
     assert again["val"] == first["val"]
