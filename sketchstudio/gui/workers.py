@@ -276,7 +276,9 @@ class TranslateWorker(QObject):
             ft = translate_face(original, tr, direction=req.direction, align=req.align,
                                 eyes=req.eyes, grey_sketch=req.grey_sketch, paste_back=True,
                                 portrait=req.portrait, portrait_only_for=PHOTO2SKETCH,
-                                return_taps=True, faces=load_faces(),
+                                # taps only when the Feature maps view asks (FeatureWorker): a
+                                # plain translation can take the fast exported runtime
+                                return_taps=False, faces=load_faces(),
                                 progress=lambda done, total: self.progress.emit(req.seq, done, total),
                                 cancelled=stale, before_network=stale)
         except (NoFaceFoundError, EyePositionError) as exc:
@@ -304,6 +306,8 @@ class FeatureWorker(QObject):
         self.latest_seq = 0
         self._cache_for: Any = None  # the Translation whose teacher taps are cached
         self._cache: dict[str, dict[str, Any]] = {}
+        self._taps_for: Any = None  # the Translation whose student taps were computed here
+        self._taps: Any = None
 
     @Slot(object)
     def compute(self, req: FeatureRequest) -> None:
@@ -315,6 +319,16 @@ class FeatureWorker(QObject):
             msg, detail = describe_exception(exc)
             self.failed.emit(req.seq, msg, detail)
 
+    def _with_taps(self, res: TranslateResult) -> Any:
+        """The translation with the student's taps: the Translate view asks for none (so it can
+        run an exported runtime), so they are computed here, once per translation, with torch."""
+        if res.translation is not None and res.translation.taps:
+            return res.translation
+        if self._taps_for is not res.translation or self._taps is None:
+            self._taps_for = res.translation
+            self._taps = res.translator.translate(res.crop, res.direction, return_taps=True)
+        return self._taps
+
     def _teacher_taps(self, res: TranslateResult, side: str, role: str) -> dict[str, Any]:
         """Teacher taps for ``side``, computed once per translation (they do not depend on the layer)."""
         from sketchstudio.imaging import to_tensor
@@ -323,7 +337,7 @@ class FeatureWorker(QObject):
             self._cache_for, self._cache = res.translation, {}
         if side not in self._cache:
             tr = res.translator
-            x = res.translation.input_tensor if role == "input" else to_tensor(res.output, tr.image_size)
+            x = self._with_taps(res).input_tensor if role == "input" else to_tensor(res.output, tr.image_size)
             self._cache[side] = tr.teacher_features(x)
         return self._cache[side]
 
@@ -337,7 +351,7 @@ class FeatureWorker(QObject):
         g = res.direction == PHOTO2SKETCH
         side, ttap = ft.teacher_counterpart(G_TEACHER_PAIRS if g else F_TEACHER_PAIRS, req.layer)
         role = ft.teacher_input_role(side, res.direction)
-        s = ft.as_array(res.translation.taps[req.layer])
+        s = ft.as_array(self._with_taps(res).taps[req.layer])
         grid, chans = ft.channel_grid(s, k=req.k)
         fm = FeatureMaps(seq=req.seq, layer=req.layer, network="G" if g else "F",
                          student_shape=tuple(int(v) for v in s.shape), student_grid=grid,
