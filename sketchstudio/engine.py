@@ -29,10 +29,11 @@ from .imaging import check_rgb, grey_rgb, to_image, to_tensor
 from .models import StudentNet, VGGTeacher, load_teacher
 from .resources import default_model_path
 from .runtime.fastpath import FastPaths
+from .vocab import PHOTO2SKETCH, SKETCH2PHOTO
 
 log = logging.getLogger(__name__)
 
-PHOTO2SKETCH, SKETCH2PHOTO = "photo2sketch", "sketch2photo"
+__all__ = ["PHOTO2SKETCH", "SKETCH2PHOTO", "Translation", "Translator", "load_translator"]
 
 
 @dataclass

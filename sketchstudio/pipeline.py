@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .vocab import DIRECTION_CHOICES, PHOTO2SKETCH, SKETCH2PHOTO, Eyes
+
+__all__ = ["DIRECTION_CHOICES", "DIRECTION_LABELS", "PHOTO2SKETCH", "SKETCH2PHOTO", "Eyes",
+           "FaceTranslation", "translate_face"]
 
 log = logging.getLogger(__name__)
 
-PHOTO2SKETCH, SKETCH2PHOTO = "photo2sketch", "sketch2photo"
 DIRECTION_LABELS = {PHOTO2SKETCH: "photo → sketch", SKETCH2PHOTO: "sketch → photo"}
-DIRECTION_CHOICES = ("auto", PHOTO2SKETCH, SKETCH2PHOTO)
-Eyes = tuple[tuple[float, float], tuple[float, float]]
 #: (alignment module or None, why it is unavailable) as :func:`load_faces` returns it
 FacesBackend = tuple[Any, str]
 

@@ -133,6 +133,12 @@ def test_every_module_uses_the_one_vocabulary() -> None:
     assert checkpoint.CHECKPOINT_NAMES[0] == rundir.CHECKPOINT_FILE == vocab.CHECKPOINT_FILE
     assert geometry.Eyes is vocab.Eyes
     assert validation.VAL_LOG is rundir.VAL_LOG and validation.BEST_FILE is rundir.BEST_FILE
+    from sketchstudio import engine, pipeline
+    from sketchstudio.gui import train_panel
+
+    assert engine.PHOTO2SKETCH is vocab.PHOTO2SKETCH and pipeline.SKETCH2PHOTO is vocab.SKETCH2PHOTO
+    assert pipeline.DIRECTION_CHOICES is vocab.DIRECTION_CHOICES and pipeline.Eyes is vocab.Eyes
+    assert train_panel.CHECKPOINT_FILE is vocab.CHECKPOINT_FILE
     # every tap a table names exists, and each student tap is paired with exactly one teacher
     for table in (vocab.G_TEACHER_PAIRS, vocab.F_TEACHER_PAIRS):
         assert sorted(t for _, _, t in table) == sorted(vocab.TAP_NAMES)

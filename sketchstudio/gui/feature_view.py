@@ -21,9 +21,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sketchstudio.vocab import TAP_NAMES
+
 from .context import AppContext
 from .image_pane import ImagePane
-from .workers import LAYERS, PHOTO2SKETCH, FeatureMaps, FeatureRequest, TranslateResult
+from .workers import PHOTO2SKETCH, FeatureMaps, FeatureRequest, TranslateResult
 
 _SIDE_NAME = {"P": "Teacher-P (photo)", "S": "Teacher-S (sketch)"}
 _LAYER_HELP = {
@@ -48,9 +50,9 @@ class FeatureView(QWidget):
         self._pending = 0
 
         self.layer_combo = QComboBox()
-        for name in LAYERS:
+        for name in TAP_NAMES:
             self.layer_combo.addItem(f"{name} — {_LAYER_HELP[name]}", name)
-        self.layer_combo.setCurrentIndex(LAYERS.index("DC1"))
+        self.layer_combo.setCurrentIndex(TAP_NAMES.index("DC1"))
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 64)
         self.k_spin.setValue(16)
@@ -112,7 +114,7 @@ class FeatureView(QWidget):
         return str(self.layer_combo.currentData())
 
     def set_layer(self, layer: str) -> None:
-        self.layer_combo.setCurrentIndex(LAYERS.index(layer))
+        self.layer_combo.setCurrentIndex(TAP_NAMES.index(layer))
 
     def _new_result(self, r: TranslateResult) -> None:
         self.result = r

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from sketchstudio.features import TapPair
+from sketchstudio.vocab import TAP_NAMES
 
 from .image_pane import ImagePane
-from .workers import LAYERS
 
 _NETWORKS = (("G", "G (photo → sketch)"), ("F", "F (sketch → photo)"))
 _FED = {"P": "the photo", "S": "the sketch"}
@@ -31,9 +31,9 @@ class LiveFeatures(QGroupBox):
         for key, label in _NETWORKS:
             self.network_combo.addItem(label, key)
         self.layer_combo = QComboBox()
-        for name in LAYERS:
+        for name in TAP_NAMES:
             self.layer_combo.addItem(name, name)
-        self.layer_combo.setCurrentIndex(LAYERS.index("DC1"))
+        self.layer_combo.setCurrentIndex(TAP_NAMES.index("DC1"))
         self.student_pane = ImagePane("Student", "Starts with the first preview", smooth=False)
         self.teacher_pane = ImagePane("Teacher", "", smooth=False)
         for p in (self.student_pane, self.teacher_pane):

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from sketchstudio.vocab import CHECKPOINT_FILE
 from trainer.choices import LR_SCHEDULES, REC_LOSSES, STU_COMPARES, TAP_COMPARES, UPSAMPLE_MODES
 from trainer.events import (
     CheckpointEvent,
@@ -63,7 +64,6 @@ _VAL_COLORS = {"photo": "#1f77b4", "sketch": "#d62728"}
 _COLORS = {"G_tea": "#1f77b4", "G_stu": "#17becf", "G_rec": "#2ca02c", "F_tea": "#d62728",
            "F_stu": "#ff7f0e", "F_rec": "#9467bd", "total": "#444444"}
 PREVIEW_KEYS = ("photo", "G(photo)", "sketch", "F(sketch)")
-CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 def format_duration(seconds: float) -> str:
@@ -249,6 +249,10 @@ class TrainPanel(QWidget):
         self.val_field.setToolTip("Pairs held out of training and scored (FSIM both ways) every N "
                                   "steps; best.safetensors keeps the best. 'cufs' = the shipped split.")
         self.val_every = _spin(1, 100000, 200)
+        self.augment = QCheckBox("Random crops and photo colour jitter")
+        self.augment.setToolTip("Each step sees a random crop of a 1/8 larger resize (the same for "
+                                "photo and sketch) and a photo with ±10 % brightness, contrast and "
+                                "saturation: more variety from a small paired set")
         recipe = QGroupBox("Recipe and validation")
         rform = QFormLayout(recipe)
         rform.addRow("Tap comparison", self.tap_compare)
@@ -257,12 +261,9 @@ class TrainPanel(QWidget):
         rform.addRow("Reconstruction", self.rec_loss)
         rform.addRow("Texture weights", texture)
         rform.addRow("Learning rate", self.lr_schedule)
+        rform.addRow("Augmentation", self.augment)
         rform.addRow("Validation split", self.val_field)
         rform.addRow("Validate every", self.val_every)
-        self.augment = QCheckBox("Random crops and photo colour jitter")
-        self.augment.setToolTip("Each step sees a random crop of a 1/8 larger resize (the same for "
-                                "photo and sketch) and a photo with ±10 % brightness, contrast and "
-                                "saturation: more variety from a small paired set")
 
         # buttons
         self.start_button = QPushButton("Start")
@@ -271,7 +272,6 @@ class TrainPanel(QWidget):
         self.resume_run_button = QPushButton("Resume a run…")
         self.resume_run_button.setToolTip("Continue an interrupted run from its output folder")
         self.load_button = QPushButton("Load into Translate")
-        rform.addRow("Augmentation", self.augment)
         self.load_button.setToolTip("Use the trained model in the Translate view")
         row1 = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.cancel_button):
@@ -507,6 +507,8 @@ class TrainPanel(QWidget):
         self.perceptual_weight.setValue(float(cfg.perceptual_weight))
         self.val_field.set_text(str(cfg.val or ""), emit=False)
         self.val_every.setValue(int(cfg.val_every))
+        self.augment.setChecked(bool(cfg.augment))
+        self.gan_weight.setValue(float(cfg.gan_weight))
         self.teacher_field.set_text(str(cfg.teacher_path or ""), emit=False)
         self.check_faces.blockSignals(True)
         self.check_faces.setChecked(bool(cfg.align))
@@ -517,9 +519,6 @@ class TrainPanel(QWidget):
     def is_training(self) -> bool:
         return self.worker is not None
 
-        self.augment.setChecked(bool(cfg.augment))
-        self.gan_weight.setValue(float(cfg.gan_weight))
-        self.augment.setChecked(bool(cfg.augment))
     def _start_clicked(self) -> None:
         out = Path(self.out_field.text()) if self.out_field.text() else None
         resume = False
@@ -705,35 +704,25 @@ class TrainPanel(QWidget):
     }
 
     def _load_history_from_log(self) -> None:
-        """On resume, show the curves of the steps done before (from losses.jsonl)."""
-        import json
+        """On resume, show the curves of the steps done before (losses.jsonl, val.jsonl), read
+        the one way the run folder is read (rows torn by a crash are skipped)."""
+        from trainer.rundir import LOSS_LOG, VAL_LOG, read_rows
 
-        path = Path(self.out_field.text()) / "losses.jsonl"
-        if not path.is_file():
-            return
+        run = Path(self.out_field.text())
         try:
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    d = json.loads(line)
-                    for k in LOSS_TERMS:
-                        if k in d and d.get("step", 0) <= self.step:
-                            self.history[k].append((int(d["step"]), float(d[k])))
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s: %s", path, exc)
-        val_path = path.with_name("val.jsonl")
-        try:
-            rows = [json.loads(ln) for ln in val_path.read_text().splitlines() if ln.strip()] \
-                if val_path.is_file() else []
+            for d in read_rows(run / LOSS_LOG):
+                for k in LOSS_TERMS:
+                    if k in d and d.get("step", 0) <= self.step:
+                        self.history[k].append((int(d["step"]), float(d[k])))
+            rows = [d for d in read_rows(run / VAL_LOG) if d.get("step", 0) <= self.step]
             for d in rows:
-                if d.get("step", 0) <= self.step:
-                    self.val_history["photo"].append((int(d["step"]), float(d["photo_fsim"])))
-                    self.val_history["sketch"].append((int(d["step"]), float(d["sketch_fsim"])))
-            best = max((d for d in rows if d.get("step", 0) <= self.step),
-                       key=lambda d: d["mean_fsim"], default=None)
+                self.val_history["photo"].append((int(d["step"]), float(d["photo_fsim"])))
+                self.val_history["sketch"].append((int(d["step"]), float(d["sketch_fsim"])))
+            best = max(rows, key=lambda d: d["mean_fsim"], default=None)
             if best:
                 self.best_label.setText(f"step {best['step']}: {best['mean_fsim']:.4f}")
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("cannot read %s: %s", val_path, exc)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cannot read the logs of %s: %s", run, exc)
         self._plot_dirty = True
 
     def _on_failed(self, message: str, detail: str) -> None:

@@ -42,14 +42,12 @@ from sketchstudio.pipeline import (  # Qt-free and torch-free at import: cheap
     load_faces,
     output_kind,
 )
-from sketchstudio.vocab import TAP_NAMES
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
 
-LAYERS = TAP_NAMES
 
 
 def describe_exception(exc: BaseException) -> tuple[str, str]:
@@ -344,7 +342,7 @@ class FeatureWorker(QObject):
     def _compute(self, req: FeatureRequest) -> FeatureMaps:
         from sketchstudio import features as ft
         from sketchstudio.errors import TeacherUnavailableError
-        from trainer.losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS
+        from sketchstudio.vocab import F_TEACHER_PAIRS, G_TEACHER_PAIRS
 
         t0 = time.perf_counter()
         res = req.result
