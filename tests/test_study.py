@@ -180,3 +180,15 @@ def test_a_variant_scored_again_later_keeps_its_speed_from_the_loss_log(tiny_pai
 
     assert again["sec_per_step"] == pytest.approx(statistics.median(r["sec"] for r in rows))
     assert again["val"] == first["val"]
+
+
+def test_a_subset_of_the_variants_is_run_and_tabulated(tiny_pairs, tmp_path, random_teacher, capsys):
+    cfg = _study(tmp_path, tiny_pairs, random_teacher)
+    path = tmp_path / "study.yaml"
+    assert main([str(path), "--variants", "l1"]) == 0
+    assert "| l1 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "st" / "study.json").read_text())["variants"].keys() == {"l1"}
+    assert not (tmp_path / "st" / "rec").exists()
+    assert main([str(path), "--variants", "nope"]) == 2
+    assert "unknown variant(s) nope; the study has rec, l1" in capsys.readouterr().err
+    assert list(cfg.subset(["l1", "rec"]).variants) == ["rec", "l1"]

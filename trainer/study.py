@@ -75,6 +75,16 @@ class StudyConfig:
         cfg.check()
         return cfg
 
+    def subset(self, names: list[str]) -> StudyConfig:
+        """The same study restricted to ``names`` (in the file's order)."""
+        unknown = [n for n in names if n not in self.variants]
+        if unknown:
+            raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; the study has "
+                              f"{', '.join(self.variants)}.")
+        return StudyConfig(out_dir=self.out_dir, base=self.base, test=self.test,
+                           grid_faces=self.grid_faces,
+                           variants={k: v for k, v in self.variants.items() if k in names})
+
     def check(self) -> None:
         """Every variant must be a valid TrainConfig and change nothing but its recipe."""
         for name, over in self.variants.items():
@@ -260,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer.study", description=__doc__.splitlines()[0])
     p.add_argument("study", help="study YAML (base, variants, out, test)")
     p.add_argument("--out", help="output folder (overrides the file's out)")
+    p.add_argument("--variants", help="only these variants (comma-separated), e.g. to finish "
+                                      "and tabulate part of a study within a time budget")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
@@ -272,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = StudyConfig.load(a.study, a.out)
+        if a.variants:
+            cfg = cfg.subset([v.strip() for v in a.variants.split(",") if v.strip()])
         table = run_study(cfg, control=stop_on_signals(TrainControl()))
     except SketchStudioError as exc:
         return report_error("study", exc)
