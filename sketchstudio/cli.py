@@ -86,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 where the hardware does it natively (≈2× faster), else fp32")
+    p.add_argument("--fast", choices=("cached", "auto", "off"), default="cached",
+                   help="exported fast runtime (ONNX Runtime / OpenVINO): cached (default) uses one "
+                        "the app measured on this machine before; auto measures and exports one "
+                        "(≈ 30 s, pays off for large folders); off: PyTorch only")
     p.add_argument("--format", choices=("png", "jpg"), default="png", help="output image type")
     p.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
                    help="find the face and align it by the eye centres to the 200×250 CUFS crop the "
@@ -188,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             if eyes is not None and len(files) != 1:
                 raise ConfigError(f"--eyes applies to one image, but {len(files)} were given.")
             out_dir = stack.enter_context(output_dir(args.out))
-            translator = Translator(args.model, device=args.device, precision=args.precision)
+            translator = Translator(args.model, device=args.device, precision=args.precision,
+                                    fast=args.fast)
         except SketchStudioError as exc:
             print(f"sketchstudio-translate: error: {exc}", file=sys.stderr)
             return 2

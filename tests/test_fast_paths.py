@@ -275,3 +275,22 @@ def test_unknown_fast_mode_is_a_clear_error(tiny_model, monkeypatch):
     monkeypatch.setenv(fastpath.ENV_MODE, "warp")
     with pytest.raises(ConfigError, match="SKETCHSTUDIO_FAST"):
         Translator(tiny_model, device="cpu")
+
+
+def test_cached_mode_never_exports_in_the_background(tiny_model, tmp_path):
+    """The command-line default: a one-shot run must not start an export it would exit during."""
+    tr = Translator(tiny_model, device="cpu", fast="cached", fast_cache_dir=tmp_path / "fast")
+    tr.fast.min_gflop = 0.0
+    tr.translate(face_like(1), G)
+    assert not [t for t in threading.enumerate() if t.name.startswith("fast-path-")]
+    assert tr.fast.status(G) == "failed" and tr.fast.runner(G) is None  # looked once: no decision
+    assert not (tmp_path / "fast").exists() or not any((tmp_path / "fast").rglob("*.onnx"))
+
+
+def test_exit_waits_for_a_running_export():
+    done, go = threading.Event(), threading.Event()
+    t = threading.Thread(target=lambda: (go.wait(0.2), done.set()), name="fast-path-x", daemon=True)
+    fastpath._RUNNING.add(t)
+    t.start()
+    fastpath._finish_tuning()  # what atexit runs
+    assert done.is_set() and not t.is_alive()

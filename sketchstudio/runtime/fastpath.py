@@ -22,6 +22,7 @@ note (:attr:`FastPaths.notes`) instead of failing a translation.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib
@@ -31,6 +32,7 @@ import os
 import platform
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -54,7 +56,10 @@ log = logging.getLogger(__name__)
 #: the exported paths, in the order they are tried
 BACKEND_NAMES = ("onnx-fp32", "onnx-int8", "openvino", "openvino-int8")
 #: what ``mode`` may be: measure and choose, never, or one path by name (still parity-checked)
-MODES = ("auto", "off", *BACKEND_NAMES)
+#: "cached": use a decision made earlier on this machine (by the app, or a run with "auto"), but
+#: never export or measure: one-shot command-line runs end in seconds, before a background export
+#: could finish, and a process must not exit while one runs native code (it aborts)
+MODES = ("auto", "cached", "off", *BACKEND_NAMES)
 #: issue 23's acceptance: every fast path within 2 grey levels (mean absolute) of fp32 torch
 PARITY_MAX_GREY = 2.0
 #: a path must be this much faster than torch to be chosen, so measurement noise cannot pick a
@@ -451,6 +456,21 @@ class Tuner:
 
 
 # ------------------------------------------------------------------------------------------------
+#: tuning threads not yet finished: the interpreter waits for them at exit (see _finish_tuning)
+_RUNNING: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_tuning() -> None:
+    """A process that exits while an export runs native code in a daemon thread aborts
+    ("terminate called without an active exception", status 134). Let it finish instead; the
+    atomic writes mean its files are then complete and the next run reuses them."""
+    for thread in list(_RUNNING):
+        if thread.is_alive():
+            log.warning("waiting for the fast-path export (%s) to finish before exiting…", thread.name)
+            thread.join()
+
+
 @dataclass
 class _State:
     status: str = "torch"  # torch | tuning | ready | failed
@@ -515,10 +535,30 @@ class FastPaths:
 
     def maybe_start(self, direction: str, net_fn: Callable[[], torch.nn.Module],
                     torch_forward: TorchForward) -> None:
-        """Called after each torch forward: start tuning once, if it can pay."""
-        if self.enabled and self._states[direction].status == "torch" and \
-                self.worth_tuning(direction):
+        """Called after each torch forward: start tuning once, if it can pay (``cached``: only
+        load an earlier decision, in this thread)."""
+        st = self._states[direction]
+        if not self.enabled or st.status != "torch" or not self.worth_tuning(direction):
+            return
+        if self.mode == "cached":
+            self._load_cached(direction, net_fn, torch_forward)
+        else:
             self.start(direction, net_fn, torch_forward)
+
+    def _load_cached(self, direction: str, net_fn: Callable[[], torch.nn.Module],
+                     torch_forward: TorchForward) -> None:
+        st = self._states[direction]
+        st.status = "failed"  # looked once; torch from here on unless a cached runner loads
+        tuner = Tuner(self.ckpt, direction, net_fn(), torch_forward, self.cache_root,
+                      calibration_dir=self.calibration_dir, lock=self.lock)
+        decision = tuner.cached_decision()
+        if decision is None or decision.backend == "torch":
+            return
+        try:
+            st.runner, st.decision = tuner.load(decision.backend), decision
+            st.status = "ready"
+        except Exception as exc:  # noqa: BLE001 - a fast path must never break translation
+            log.info("cached fast path %s unusable here (%s); using PyTorch", decision.backend, exc)
 
     def start(self, direction: str, net_fn: Callable[[], torch.nn.Module],
               torch_forward: TorchForward | None = None, threads: int | None = None) -> Future:
@@ -552,7 +592,9 @@ class FastPaths:
                 self.notes.append(f"Fast path for {direction}: {decision.note}.")
             fut.set_result(decision)
 
-        threading.Thread(target=job, name=f"fast-path-{direction}", daemon=True).start()
+        thread = threading.Thread(target=job, name=f"fast-path-{direction}", daemon=True)
+        _RUNNING.add(thread)
+        thread.start()
         return fut
 
     def disable(self, direction: str, exc: BaseException) -> None:
