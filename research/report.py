@@ -64,8 +64,6 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
                 marks: Sequence[tuple[float, str]] = ()) -> Path:
     """Four log-scale panels (tea-stu, stu-stu, rec, total) of G and F, smoothed; dotted lines
     at ``marks`` and wherever the logged learning rate changes, labelled in the first panel."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,6 +94,15 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
                          textcoords="offset points", va="bottom", rotation=90, fontsize=8,
                          color="dimgrey")
     fig.suptitle(f"KT losses ({smooth}-step moving average)")
+    return _save_png(fig, out)
+
+
+def _save_png(fig, out: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (a plot is never left half-written)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -107,7 +114,6 @@ def plot_losses(log_path: str | Path, out: str | Path, smooth: int | None = None
 def plot_validation(val_path: str | Path, out: str | Path) -> Path:
     """Validation FSIM by step (photo = F's, sketch = G's, and their mean), the best step marked,
     with the input-as-output floor dotted: what checkpoints are chosen by."""
-    import io
 
     import matplotlib
 
@@ -133,12 +139,7 @@ def plot_validation(val_path: str | Path, out: str | Path) -> Path:
     ax.set_ylabel("validation FSIM")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return Path(out)
+    return _save_png(fig, out)
 
 
 def example_grid(model: str | Path | Translator, data_dir: str | Path, out: str | Path,

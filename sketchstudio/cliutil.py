@@ -13,26 +13,42 @@ import logging
 import sys
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number ≥ 1, with the message a user can act on."""
+def _whole_number(text: str, lowest: int, bound: str) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    if v < lowest:
+        raise argparse.ArgumentTypeError(f"{bound}, got {v}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1, with the message a user can act on."""
+    return _whole_number(text, 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number ≥ 0 (e.g. ``--threads``, where 0 means "the default")."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
+    return _whole_number(text, 0, "must be 0 or more")
+
+
+def set_threads(n: int) -> None:
+    """``--threads N`` of the training front ends (0 = torch's default); torch imported only then."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def finish_resumable(table: dict, wanted: int, what: str, show: str) -> int:
+    """Exit status of a resumable multi-run job (study, ablation): 0 and the table when every run
+    is done, else 1 with how to continue."""
+    if len(table["variants"]) < wanted:
+        print(f"{what} stopped; run the same command again to resume.", file=sys.stderr)
+        return 1
+    print(show)
+    return 0
 
 
 def image_size(text: str) -> int:

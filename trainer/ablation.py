@@ -24,7 +24,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sketchstudio.cliutil import image_size, positive_int, report_error, setup_logging
+from sketchstudio.cliutil import (
+    finish_resumable,
+    image_size,
+    positive_int,
+    report_error,
+    set_threads,
+    setup_logging,
+)
 from sketchstudio.errors import SketchStudioError
 from sketchstudio.fsutil import atomic_write, atomic_write_json, ensure_writable_dir
 
@@ -147,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     setup_logging(a.verbose)
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     cfg = AblationConfig(data_dir=a.data, split=a.split, test_dir=a.test, test_split=a.test_split,
                          out_dir=a.out, epochs=a.epochs, image_size=a.size, ngf=a.ngf,
                          n_blocks=a.blocks, seed=a.seed, teacher_path=a.teacher, device=a.device,
@@ -160,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         table = run_ablation(cfg, control=stop_on_signals(TrainControl()))
     except SketchStudioError as exc:
         return report_error("sketchstudio-ablation", exc)
-    if len(table["variants"]) < len(cfg.variants):
-        print("Ablation stopped; run the same command again to resume.", file=sys.stderr)
-        return 1
-    print(markdown(table))
-    return 0
+    return finish_resumable(table, len(cfg.variants), "Ablation", markdown(table))
 
 
 if __name__ == "__main__":

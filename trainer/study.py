@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sketchstudio.cliutil import report_error, setup_logging
+from sketchstudio.cliutil import finish_resumable, report_error, set_threads, setup_logging
 from sketchstudio.errors import ConfigError, SketchStudioError
 from sketchstudio.fsutil import atomic_write, atomic_write_json, ensure_writable_dir
 
@@ -276,10 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     setup_logging(a.verbose)
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     from .cli import stop_on_signals
 
     try:
@@ -289,11 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         table = run_study(cfg, control=stop_on_signals(TrainControl()))
     except SketchStudioError as exc:
         return report_error("study", exc)
-    if len(table["variants"]) < len(cfg.variants):
-        print("Study stopped; run the same command again to resume.", file=sys.stderr)
-        return 1
-    print(markdown(table))
-    return 0
+    return finish_resumable(table, len(cfg.variants), "Study", markdown(table))
 
 
 if __name__ == "__main__":
