@@ -114,7 +114,6 @@ def _save_png(fig, out: str | Path) -> Path:
 def plot_validation(val_path: str | Path, out: str | Path) -> Path:
     """Validation FSIM by step (photo = F's, sketch = G's, and their mean), the best step marked,
     with the input-as-output floor dotted: what checkpoints are chosen by."""
-
     import matplotlib
 
     matplotlib.use("Agg")
