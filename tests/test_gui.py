@@ -864,3 +864,27 @@ def test_real_face_alignment_and_paste_back(qtbot, settings, no_default_model, t
     tv.paste_check.setChecked(True)
     out = tv.save_to(tmp_path / "pasted.png")
     assert load_image(out).shape == (400, 360, 3)
+
+
+def test_save_onto_a_full_disk_says_so_and_keeps_the_old_file(qtbot, window, tiny_model, photo,
+                                                             tmp_path, monkeypatch) -> None:
+    """#19 §5: Save onto a full disk is a message in the app (not an escaped OSError), and the file
+    that was there stays as it was."""
+    import errno
+
+    from sketchstudio import fsutil
+
+    load_model(qtbot, window, tiny_model)
+    translate_file(qtbot, window, photo)
+    tv = window.translate_view
+    target = tmp_path / "r.png"
+    target.write_bytes(b"an earlier file")
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsutil.os, "replace", full)
+    assert tv.save_to(target) is None
+    assert "No space left on" in window.message_bar.text.text()
+    assert target.read_bytes() == b"an earlier file"
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
