@@ -32,7 +32,7 @@ from sketchstudio.errors import ConfigError, NoFaceFoundError, SketchStudioError
 from sketchstudio.fsutil import file_digest
 from sketchstudio.imaging import load_image, save_image
 from sketchstudio.match import prepare_face
-from sketchstudio.match.spaces import DlibEmbedding, FeatureSpace, NLDAFeatures
+from sketchstudio.match.spaces import DlibEmbedding, FeatureSpace, FusedFeatures, NLDAFeatures
 from sketchstudio.metrics.recognition import cosine_scores, rank_k_rates
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ def markdown(result: dict) -> str:
 
 #: feature spaces the evaluation can score, each made from the ``--nlda`` path (None: shipped)
 SPACE_MAKERS: dict[str, Callable[[str | None], FeatureSpace]] = {
+    "fusion": FusedFeatures,  # the shipped weight (sketchstudio/assets/matching/fusion_cufs.json)
     "nlda": NLDAFeatures,
     "embed": lambda _nlda: DlibEmbedding(),
     "embed (grey)": lambda _nlda: DlibEmbedding(gray=True),

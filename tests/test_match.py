@@ -59,6 +59,9 @@ def gallery(tmp_path) -> Path:
 
 
 def matcher(tmp_path, features=None, translator=None, **kw) -> Matcher:
+    # NLDA unless a test asks otherwise: these tests are about the index and the ranking, and
+    # the default fusion runs dlib's ResNet per face (tests/test_match_cv.py covers it)
+    kw.setdefault("method", "nlda")
     cfg = MatchConfig(aligned=True, cache_dir=str(tmp_path / "cache"), **kw)
     return Matcher(cfg, features=features, translator=translator or EchoTranslator())
 
@@ -301,7 +304,7 @@ def test_cli_raw_compare_finds_identical(tmp_path, gallery, capsys):
 @pytest.mark.shared
 def test_cufs_raw_sketch_to_photo_nlda(cufs, tmp_path):
     """The shipped projection on CUHK test (not seen in fitting): raw cross-modal rank-1."""
-    m = Matcher(MatchConfig(aligned=True, compare="raw", cache_dir=str(tmp_path)))
+    m = Matcher(MatchConfig(method="nlda", aligned=True, compare="raw", cache_dir=str(tmp_path)))
     idx, _ = m.index(cufs / "test" / "photos")
     sketches = sorted((cufs / "test" / "sketches").glob("*.jpg"))
     q = np.stack([m.prepare_query(p).feature for p in sketches])
@@ -390,7 +393,7 @@ def test_default_detection_path_matches_the_detected_crop(tmp_path, monkeypatch)
         save_image(img, g / f"p{i}.png")
     query = _on_canvas(face(3), seed=99, ox=120, oy=5)  # another place, another background
     where[query.tobytes()] = (120, 5)
-    m = Matcher(MatchConfig(compare="raw", cache_dir=str(tmp_path / "c")),
+    m = Matcher(MatchConfig(method="nlda", compare="raw", cache_dir=str(tmp_path / "c")),
                 translator=EchoTranslator())
     assert m.config.aligned is False  # the default
     idx, _ = m.index(g)

@@ -94,9 +94,14 @@ class MatchView(QWidget):
         self.gallery_label.setStyleSheet("color: palette(mid);")
         self.kind_combo = _combo(KIND_LABELS)
         self.method_combo = _combo(METHOD_LABELS)
-        self.method_combo.setToolTip("NLDA: null-space LDA on grey pixels, fitted on CUFS (the "
-                                     "paper's protocol, the default). Deep embedding: dlib's face "
-                                     "recognition network.")
+        self.method_combo.setToolTip(
+            "NLDA: null-space LDA on grey pixels, fitted on CUFS (the paper's protocol, the "
+            "default here). On CUFS people it never saw (cross-validated, 268-photo gallery, "
+            "faces detected by the app) it put the right photo first for 96 % of sketches and in "
+            "the top 5 for all; sketchstudio-match's default, NLDA fused with the deep "
+            "embedding, reached 98 %. Deep embedding: dlib's face recognition network (68 % "
+            "alone). Real mugshots rank worse: the scores order candidates for you to review, "
+            "they are not proof of identity.")
         self.aligned_check = QCheckBox("Already aligned")
         self.aligned_check.setToolTip("All images are 200×250 crops aligned by the eyes (CUFS): "
                                       "skip face detection")

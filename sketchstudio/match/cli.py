@@ -31,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, metavar="K", help="matches to show per query")
     p.add_argument("--json", metavar="OUT", help="write {query: [{path, score}, ...]} here")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                   help="feature space: nlda (grey pixels, null-space LDA) or embed (dlib ResNet)")
+                   help="feature space: fusion (NLDA + dlib ResNet scores, weighted; default), "
+                        "nlda (grey pixels, null-space LDA) or embed (dlib ResNet)")
     p.add_argument("--model", help="translation checkpoint (default: the shipped model)")
     p.add_argument("--query-kind", choices=("sketch", "photo"), default="sketch",
                    help="sketch: gallery of photos, query translated by F; photo: the reverse, via G")
@@ -41,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
                    help="compare the gallery with the translated query, the query as it is, or "
                         "both (mean score; default)")
     p.add_argument("--features", metavar="PATH",
-                   help="NLDA projection .npz (nlda) or dlib model folder (embed)")
+                   help="NLDA projection .npz (fusion, nlda) or dlib model folder (embed)")
     p.add_argument("--cache-dir", help="where gallery indexes are kept (default: user cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import ImageError, NoFaceFoundError, SketchStudioError
 from ..fsutil import atomic_write, atomic_write_json, ensure_writable_dir, file_digest
 from ..imaging import check_image_file, is_image_path
+from ..metrics.recognition import l2_normalise
 from ..userdirs import user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ class GalleryIndex:
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     save_every: int = 256
     invalidated: bool = False  # set when the cached index was made with other settings
+    # derived from entries/features, rebuilt on demand after any change (a 10,000-face gallery
+    # otherwise pays ~10k Path joins and a renormalisation on every query)
+    _paths: list[Path] | None = field(default=None, init=False, repr=False, compare=False)
+    _unit: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False,
+                                                        compare=False)  # (features, unit rows)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], settings: dict[str, Any],
@@ -159,6 +165,7 @@ class GalleryIndex:
             log.warning("Ignoring unreadable gallery index %s (%s); rebuilding", self.cache_dir, exc)
             return
         self.entries, self.features = entries, feats.astype(np.float32)
+        self._paths = self._unit = None
 
     def save(self) -> None:
         """Write the array, then the JSON naming it and its digest. Face features, paths and
@@ -266,6 +273,7 @@ class GalleryIndex:
                 feats.append(rows[rel])
             out[rel] = e
         self.entries = out
+        self._paths = self._unit = None
         dim = feats[0].shape[0] if feats else (self.features.shape[1] if self.features.ndim == 2
                                                else 0)
         self.features = np.stack(feats).astype(np.float32) if feats else np.zeros((0, dim),
@@ -273,9 +281,18 @@ class GalleryIndex:
 
     # ----------------------------------------------------------------------------------------
     def paths(self) -> list[Path]:
-        """Absolute paths of the indexed faces, in feature-row order."""
-        ok = sorted((e.row, k) for k, e in self.entries.items() if e.status == OK)
-        return [self.root / k for _, k in ok]
+        """Absolute paths of the indexed faces, in feature-row order (a fresh list each call)."""
+        if self._paths is None:
+            ok = sorted((e.row, k) for k, e in self.entries.items() if e.status == OK)
+            self._paths = [self.root / k for _, k in ok]
+        return list(self._paths)
+
+    def unit_features(self) -> np.ndarray:
+        """The feature rows scaled to unit length, kept until the index changes: a query's
+        cosines with the whole gallery are then one matrix-vector product."""
+        if self._unit is None or self._unit[0] is not self.features:  # replaced by a caller
+            self._unit = (self.features, l2_normalise(self.features))
+        return self._unit[1]
 
     def problems(self) -> list[Problem]:
         return [Problem(self.root / k, e.status, e.message)

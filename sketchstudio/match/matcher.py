@@ -1,7 +1,8 @@
 """Forensic matching: rank a gallery of mugshots against a sketch (or sketches against a photo).
 
 A query sketch is aligned, translated into a photo by F (sketch→photo), and compared with every
-aligned gallery photo in a feature space (NLDA on grey pixels, or dlib's face embedding). The
+aligned gallery photo in a feature space (NLDA on grey pixels, dlib's face embedding, or the
+weighted sum of both cosines, the default). The
 reverse, a photo query against a sketch gallery, goes through G (photo→sketch). Translating the
 one query instead of the whole gallery keeps indexing cheap (no network per gallery face), so a
 gallery of thousands indexes in seconds to minutes and is cached on disk (see :mod:`sketchstudio.match.index`).
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..imaging import load_image
-from ..metrics.recognition import cosine_scores
+from ..metrics.recognition import cosine_scores, l2_normalise
 from ..vocab import PHOTO2SKETCH, SKETCH2PHOTO
 from .index import CancelFn, GalleryIndex, IndexStats, Problem, ProgressFn
 from .spaces import (
@@ -52,12 +53,12 @@ PREP_VERSION = 1
 class MatchConfig:
     """Everything that decides what a match means; the CLI and the GUI fill one of these."""
 
-    method: str = DEFAULT_METHOD  # "nlda" | "embed"
+    method: str = DEFAULT_METHOD  # "fusion" | "nlda" | "embed" (see match.spaces)
     query_kind: str = "sketch"  # "sketch" (gallery of photos) | "photo" (gallery of sketches)
     aligned: bool = False  # inputs are already 200×250 template crops: skip face detection
     compare: str = "both"  # "both" | "translated" | "raw" (see the module docstring)
     model: str | None = None  # translation checkpoint; None = the shipped default
-    features_path: str | None = None  # NLDA projection .npz (nlda) / dlib model folder (embed)
+    features_path: str | None = None  # NLDA .npz (fusion, nlda) / dlib model folder (embed)
     cache_dir: str | None = None  # gallery index cache; None = the user cache folder
     device: str = "auto"
     top_k: int = 10
@@ -197,7 +198,8 @@ class Matcher:
         paths = index.paths()
         if not paths:
             return []
-        scores = self.scores(query, index.features)
+        unit = index.unit_features()  # cached: the same cosines as scores(), without renormalising
+        scores = np.mean([unit @ l2_normalise(f) for f in query.features], axis=0)
         k = self.config.top_k if top_k is None else top_k
         order = np.argsort(-scores, kind="stable")
         if k:
