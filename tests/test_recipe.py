@@ -12,7 +12,8 @@ import torch
 from sketchstudio.checkpoint import build_student, read_checkpoint
 from sketchstudio.models import StudentNet
 from tests.conftest import tiny_config
-from trainer.events import StepEvent, TrainControl, ValEvent
+from tests.test_trainer import _run_to  # train (or resume) a tiny run and stop after a step
+from trainer.events import TrainControl, ValEvent
 from trainer.loop import Trainer
 from trainer.losses import (
     G_TEACHER_PAIRS,
@@ -222,14 +223,7 @@ def test_validation_holds_out_pairs_logs_and_keeps_the_best(tiny_pairs, tmp_path
 
 def test_best_follows_the_best_score_across_a_resume(tiny_pairs, tmp_path, random_teacher):
     kw = dict(epochs=3, val=str(_val_file(tmp_path)), val_every=1, checkpoint_every=1)
-    ctl = TrainControl()
-
-    def stop(e):
-        if isinstance(e, StepEvent) and e.step == 3:
-            ctl.cancel()
-
-    Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, **kw), on_event=stop,
-            control=ctl).run()
+    _run_to(tiny_pairs, tmp_path / "run", random_teacher, 3, False, **kw)
     first_best = read_checkpoint(tmp_path / "run" / "best.safetensors").meta.metrics["val"]
     Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, **kw), resume=True).run()
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "val.jsonl").read_text().splitlines()]
@@ -343,14 +337,7 @@ def test_photo_jitter_by_hand():
 def test_augmented_training_resumes_exactly_and_jitters_only_photos(tiny_pairs, tmp_path,
                                                                     random_teacher):
     full = Trainer(tiny_config(tiny_pairs, tmp_path / "a", random_teacher, epochs=2, augment=True)).run()
-    ctl = TrainControl()
-
-    def stop(e):
-        if isinstance(e, StepEvent) and e.step == 2:
-            ctl.cancel()
-
-    Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, epochs=2, augment=True),
-            on_event=stop, control=ctl).run()
+    _run_to(tiny_pairs, tmp_path / "b", random_teacher, 2, False, epochs=2, augment=True)
     done = Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, epochs=2, augment=True),
                    resume=True).run()
     assert done.last_losses == pytest.approx(full.last_losses)
@@ -392,14 +379,7 @@ def test_gan_training_saves_discriminators_resumes_exactly_and_exports_without_t
     assert {"G_gan", "G_D", "F_gan", "F_D"} <= set(full.last_losses)
     ck = read_checkpoint(full.checkpoint)
     assert any(k.startswith("disc.G.") for k in ck.tensors) and "DG" in ck.meta.extra["optim_groups"]
-    ctl = TrainControl()
-
-    def stop(e):
-        if isinstance(e, StepEvent) and e.step == 2:
-            ctl.cancel()
-
-    Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, **kw), on_event=stop,
-            control=ctl).run()
+    _run_to(tiny_pairs, tmp_path / "b", random_teacher, 2, False, **kw)
     done = Trainer(tiny_config(tiny_pairs, tmp_path / "b", random_teacher, **kw), resume=True).run()
     assert done.last_losses == pytest.approx(full.last_losses)
     model = export_model(full.checkpoint, tmp_path / "m.safetensors")
