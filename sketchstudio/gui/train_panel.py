@@ -204,19 +204,12 @@ class TrainPanel(QWidget):
         self.teacher_field = PathField("VGG-19 weights (vgg19_relu3_1.pth); empty = automatic",
                                        pick_folder=False, file_filter="Weights (*.pth *.safetensors)")
         self.teacher_field.set_text(s.teacher_path, emit=False)
-        opts = QGroupBox("Options")
-        form = QFormLayout(opts)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Image size", self.image_size)
-        form.addRow("Width (ngf)", self.ngf)
-        form.addRow("Residual blocks", self.n_blocks)
-        form.addRow("Precision", self.precision)
-        form.addRow("Loss weights", weights)
-        form.addRow("Preview every", self.preview_every)
-        form.addRow("Checkpoint every", self.checkpoint_every)
-        form.addRow("Weight average", self.ema_decay)
-        form.addRow("Output folder", self.out_field)
-        form.addRow("Teacher file", self.teacher_field)
+        opts = _form_box("Options", (
+            ("Epochs", self.epochs), ("Image size", self.image_size), ("Width (ngf)", self.ngf),
+            ("Residual blocks", self.n_blocks), ("Precision", self.precision),
+            ("Loss weights", weights), ("Preview every", self.preview_every),
+            ("Checkpoint every", self.checkpoint_every), ("Weight average", self.ema_decay),
+            ("Output folder", self.out_field), ("Teacher file", self.teacher_field)))
 
         # recipe and validation (issue 16's options; defaults = the paper's formula)
         self.tap_compare = _combo(TAP_COMPARES, "How student taps are compared with the teacher's: "
@@ -253,17 +246,12 @@ class TrainPanel(QWidget):
         self.augment.setToolTip("Each step sees a random crop of a 1/8 larger resize (the same for "
                                 "photo and sketch) and a photo with ±10 % brightness, contrast and "
                                 "saturation: more variety from a small paired set")
-        recipe = QGroupBox("Recipe and validation")
-        rform = QFormLayout(recipe)
-        rform.addRow("Tap comparison", self.tap_compare)
-        rform.addRow("Student comparison", self.stu_compare)
-        rform.addRow("Upsampling", self.upsample)
-        rform.addRow("Reconstruction", self.rec_loss)
-        rform.addRow("Texture weights", texture)
-        rform.addRow("Learning rate", self.lr_schedule)
-        rform.addRow("Augmentation", self.augment)
-        rform.addRow("Validation split", self.val_field)
-        rform.addRow("Validate every", self.val_every)
+        recipe = _form_box("Recipe and validation", (
+            ("Tap comparison", self.tap_compare), ("Student comparison", self.stu_compare),
+            ("Upsampling", self.upsample), ("Reconstruction", self.rec_loss),
+            ("Texture weights", texture), ("Learning rate", self.lr_schedule),
+            ("Augmentation", self.augment), ("Validation split", self.val_field),
+            ("Validate every", self.val_every)))
 
         # buttons
         self.start_button = QPushButton("Start")
@@ -776,6 +764,15 @@ class TrainPanel(QWidget):
             curve.setData([p[0] for p in pts], [p[1] for p in pts])
         for k, curve in self._val_curves.items():
             curve.setData([p[0] for p in self.val_history[k]], [p[1] for p in self.val_history[k]])
+
+
+def _form_box(title: str, rows: tuple[tuple[str, Any], ...]) -> QGroupBox:
+    """A titled group of labelled rows (a widget or a layout each)."""
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    for label, field in rows:
+        form.addRow(label, field)
+    return box
 
 
 def _combo(items: tuple[str, ...], tip: str) -> QComboBox:
