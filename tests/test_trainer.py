@@ -168,14 +168,14 @@ def test_pause_resume_and_cancel_from_another_thread(tiny_pairs, tmp_path, rando
     trainer = Trainer(cfg, on_event=on_event, control=ctl)
     th = threading.Thread(target=lambda: setattr(trainer, "result", trainer.run()))
     th.start()
-    assert blocked.wait(30)  # the loop is in its pause wait, after step 1
+    assert blocked.wait(90)  # the loop is in its pause wait, after step 1
     assert trainer.step == 1
     with lock:
         log.append(("resume",))
         ctl.resume()
-    assert stepped_after_resume.wait(30)
+    assert stepped_after_resume.wait(90)
     ctl.cancel()
-    th.join(30)
+    th.join(90)
     assert not th.is_alive()
     assert trainer.result.cancelled and 2 <= trainer.result.step < 150
     # nothing ran between the pause and the resume, and the wait ended because of the resume
