@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sketchstudio.vocab import TAP_WIDTHS
 from trainer.losses import (
     F_TEACHER_PAIRS,
     G_TEACHER_PAIRS,
     STUDENT_PAIRS,
     LossWeights,
+    feature_distance,
     feature_mse,
+    gram,
+    make_adapters,
     rec_loss,
     stu_stu_loss,
     student_objective,
@@ -87,3 +91,81 @@ def test_other_students_taps_are_fixed_targets():
     total.backward()
     assert all(v.grad is not None for v in g.values())
     assert all(v.grad is None for v in f.values())
+
+
+def test_objective_uses_the_configured_comparisons_and_reconstruction():
+    """tap_compare, stu_compare and rec_loss must reach their terms in both students' steps.
+
+    The taps are constant, so every value is by hand: teacher taps 3 and 2 are parallel to the
+    student's 1 (cosine 0; MSE 3·2² + 3·1² = 15), the other student's −1 is opposite (cosine 2
+    per pair, 12; MSE 6·2² = 24), an output 0 against a target 2 is L1 2, L2 4.
+    """
+    out, target = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 2.0)
+    chosen = LossWeights(tap_compare="cosine", stu_compare="cosine", rec_loss="l1")
+    for is_g, pairs in ((True, G_TEACHER_PAIRS), (False, F_TEACHER_PAIRS)):
+        args = (out, target, _taps(1.0), _taps(-1.0), _teacher(3.0), _teacher(2.0), pairs, is_g)
+        _, rep = student_objective(*args, chosen)
+        assert rep == pytest.approx({"tea": 0.0, "stu": 12.0, "rec": 2.0}, abs=1e-5), is_g
+        _, rep = student_objective(*args, LossWeights())
+        assert rep == pytest.approx({"tea": 15.0, "stu": 24.0, "rec": 4.0}), is_g
+
+
+def test_texture_terms_without_the_outputs_features_are_refused():
+    """style/perceptual need the teacher's taps of the output; without them the call says so
+    instead of failing inside the Gram matrix on ``None``."""
+    args = (torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), _taps(1.0), _taps(0.0), _teacher(0.0),
+            _teacher(0.0), G_TEACHER_PAIRS, True)
+    with pytest.raises(ValueError, match="style/perceptual terms need the teacher's features"):
+        student_objective(*args, LossWeights(style=1.0))
+
+
+def test_standardised_constant_channel_is_zero_not_nan():
+    """A dead (constant) channel, common after ReLU, standardises to 0: two dead channels are at
+    distance 0, a dead and a live one (z-scores of 1..4, mean z² = 1) at distance 1."""
+    dead, live = torch.full((1, 1, 2, 2), 5.0), torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    assert feature_distance(dead, torch.zeros_like(dead), "standardised").item() == 0.0
+    assert feature_distance(dead, live, "standardised").item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_gram_divides_by_channels_times_height_times_width():
+    # N=1, C=2, H=2, W=1: ch0 = (1, 2), ch1 = (0, 3); products 5, 6, 9 over C·H·W = 4
+    f = torch.tensor([[[[1.0], [2.0]], [[0.0], [3.0]]]])
+    assert torch.allclose(gram(f), torch.tensor([[[5.0, 6.0], [6.0, 9.0]]]) / 4)
+
+
+def test_feature_distance_defaults_to_mse_and_refuses_broadcasting():
+    """The default comparison is the paper's MSE; taps of different shapes are an error in every
+    mode (cosine and standardised would otherwise broadcast a 1×1 tap silently)."""
+    a = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    assert feature_distance(a, torch.zeros_like(a)).item() == pytest.approx(7.5)
+    for mode in ("mse", "standardised", "cosine"):
+        with pytest.raises(ValueError, match=r"feature shapes differ: \(1, 1, 2, 2\) vs \(1, 1, 1, 1\)"):
+            feature_distance(a, torch.ones(1, 1, 1, 1), mode)
+
+
+def test_unknown_reconstruction_loss_is_named():
+    with pytest.raises(ValueError, match="unknown reconstruction loss 'l3'"):
+        rec_loss(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), "l3")
+
+
+def test_width_adapters_are_bias_free_and_variance_preserving():
+    """A narrower student (ngf=8) gets FitNets 1×1 regressors without a bias (the literal loss plus
+    a projection, nothing learnt beyond it) drawn from N(0, 1/C_in), so the projected taps start on
+    the scale of the student's own."""
+    torch.manual_seed(0)
+    ad = make_adapters(G_TEACHER_PAIRS, ngf=8)
+    assert set(ad) == {"IC", "DC1", "DC2", "Block", "UC1", "UC2"}
+    for tap, conv in ad.items():
+        w = conv.weight.detach()
+        assert conv.bias is None, tap
+        assert abs(float(w.mean())) < 0.05, tap
+        assert float(w.std()) == pytest.approx((1.0 / (TAP_WIDTHS[tap] * 8)) ** 0.5, rel=0.1), tap
+
+
+def test_cosine_ignores_length_at_any_scale_and_unknown_modes_are_named():
+    """Small taps (norms below 1) are compared by direction too: parallel is 0, opposite is 2."""
+    a = torch.tensor([0.1, 0.0]).view(1, 2, 1, 1)
+    assert feature_distance(a, 2 * a, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+    assert feature_distance(a, -a, "cosine").item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="unknown feature comparison 'pearson'"):
+        feature_distance(a, a, "pearson")
