@@ -2,9 +2,10 @@
 
 Two ``sketchstudio-train`` processes writing into the same ``--out`` mixed one run's checkpoint
 with the other's loss log and config. :func:`claim_run_folder` takes an exclusive lock on
-``<out>/.sketchstudio-train.lock`` (an ``flock``, so the kernel drops it when its process dies,
-however it dies) and writes the holder's PID, host and start time into the file, so the refusal
-can say who holds it. A lock file left by a dead process is simply taken over, with a note.
+``<out>/.sketchstudio-train.lock`` (a :class:`sketchstudio.filelock.FileLock`: an ``flock``, so the
+kernel drops it when its process dies, however it dies, with the holder's PID, host and start time
+in the file, so the refusal can say who holds it). A lock file left by a dead process is simply
+taken over, with a note.
 
 Holding the lock also makes it safe to delete the ``.<name>.<random>.tmp`` files that atomic writes
 killed mid-way leave behind (33–77 MB each for a checkpoint): nobody else writes in the folder.
@@ -16,17 +17,11 @@ import contextlib
 import logging
 import os
 import re
-import socket
 import weakref
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sketchstudio.errors import ConfigError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no flock; runs there are not locked
-    fcntl = None  # type: ignore[assignment]
+from sketchstudio.filelock import FileLock, LockBusyError
 
 log = logging.getLogger(__name__)
 
@@ -39,80 +34,40 @@ _HELD: dict[str, RunFolderLock] = {}
 
 
 class RunFolderLock:
-    """An exclusive ``flock`` on ``folder/LOCK_NAME`` for as long as it is held."""
+    """An exclusive lock on ``folder/LOCK_NAME`` for as long as it is held."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
-        self._fd: int | None = None
+        self._lock = FileLock(self.path)
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock.held
 
     def acquire(self) -> str | None:
         """Take the lock or raise :class:`ConfigError` naming the run that holds it.
 
         Returns a note when a lock file of a process that is gone was taken over, else None.
         """
-        if fcntl is None:  # pragma: no cover
-            return None
-        for _ in range(5):  # the holder may unlink the file between our open and our flock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read(fd)
-                os.close(fd)
-                raise ConfigError(
-                    f"'{self.folder}' is in use by another training run ({holder or 'unknown process'}). "
-                    "Wait for it to finish or stop it, or choose another output folder.") from None
-            except OSError:  # a file system without flock (some network mounts): run unlocked
-                os.close(fd)
-                log.warning("Cannot lock '%s'; make sure no other run writes there.", self.path)
-                return None
-            if _same_inode(fd, self.path):
-                break
-            os.close(fd)
-        else:  # pragma: no cover - someone keeps replacing the file
-            raise ConfigError(f"Cannot lock '{self.path}': it keeps changing.")
-        previous = _read(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}, since "
-                      f"{datetime.now(UTC).isoformat(timespec='seconds')}\n".encode(), 0)
-        self._fd = fd
+        try:
+            previous = self._lock.acquire()
+        except LockBusyError as exc:
+            raise ConfigError(
+                f"'{self.folder}' is in use by another training run ({exc.holder or 'unknown process'}). "
+                "Wait for it to finish or stop it, or choose another output folder.") from None
         return (f"took over the lock of a run that is no longer running ({previous})"
                 if previous else None)
 
     def release(self) -> None:
         """Drop the lock and its file (idempotent; also called when the owner is collected)."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        with contextlib.suppress(OSError):
-            if _same_inode(fd, self.path):
-                self.path.unlink()
-        os.close(fd)
+        self._lock.release()
         if _HELD.get(_key(self.folder)) is self:
             del _HELD[_key(self.folder)]
 
 
 def _key(folder: Path) -> str:
     return os.path.normcase(os.path.realpath(folder))
-
-
-def _read(fd: int) -> str:
-    with contextlib.suppress(OSError):
-        return os.pread(fd, 500, 0).decode("utf-8", "replace").strip()
-    return ""
-
-
-def _same_inode(fd: int, path: Path) -> bool:
-    try:
-        a, b = os.fstat(fd), path.stat()
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def remove_stale_temps(folder: Path) -> list[tuple[Path, int]]:

