@@ -84,6 +84,10 @@ class TrainConfig:
     #: "auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32
     precision: str = _opt("auto", "--precision", choices=PRECISIONS)
     device: str = _opt("auto", "--device", "auto | cpu | cuda | mps")
+    #: build the next step's batch in a background thread during this step (the same batches
+    #: either way: they come from seeded generators, never the global RNG; trainer.prefetch)
+    prefetch: bool = _opt(True, "--prefetch", "prepare the next batch in a background thread "
+                          "(--no-prefetch: on the training thread)")
     seed: int = _opt(0, "--seed")
     teacher_path: str | None = _opt(None, "--teacher", "VGG-19 weights (.pth/.safetensors); else "
                                     "$SKETCHSTUDIO_TEACHER or torchvision's")

@@ -54,7 +54,8 @@ from .events import (
     TrainEvent,
     ValEvent,
 )
-from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_objective
+from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_terms
+from .prefetch import Inline, Prefetcher
 from .rundir import CHECKPOINT_FILE, CONFIG_FILE, LOSS_LOG, append_row, read_rows, truncate_log
 from .runlock import claim_run_folder
 from .validation import BEST_FILE, VAL_LOG, read_stems, split_pairs
@@ -420,6 +421,22 @@ class Trainer:
         return offsets, jitter
 
     def _batch(self, epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i`` of epoch ``epoch`` on the training device."""
+        return self._to_device(self._host_batch(epoch, i))
+
+    def _to_device(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        non_blocking = x.is_pinned()  # pinned by _host_batch for a GPU: the copy can overlap
+        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+    def _step_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The host batch of global step ``step`` (what the prefetcher builds ahead)."""
+        return self._host_batch(*divmod(step, self.steps_per_epoch))
+
+    def _host_batch(self, epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i`` of epoch ``epoch`` in host memory: a function of (seed, epoch, i) and the
+        data only (seeded generators, never the global RNG), so it may be built ahead in
+        another thread (:mod:`trainer.prefetch`) without changing any number."""
         perm, flips = self._epoch_plan(epoch)
         bs = self.cfg.batch_size
         big = bs * self.dist.world_size  # the global batch; this rank trains on its slice
@@ -436,9 +453,12 @@ class Trainer:
                 x, y = x.flip(-1), y.flip(-1)
             xs.append(x)
             ys.append(y)
-        return torch.stack(xs).to(self.device), torch.stack(ys).to(self.device)
+        x, y = torch.stack(xs), torch.stack(ys)
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        return x, y
 
-    def _adversarial(self, loss: torch.Tensor, report: dict[str, float], disc: str,
+    def _adversarial(self, loss: torch.Tensor, report: dict[str, torch.Tensor], disc: str,
                      condition: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Add ``gan_weight`` × the LSGAN generator term (the discriminator frozen for it)."""
         if not self.gan:
@@ -447,11 +467,11 @@ class Trainer:
         d.requires_grad_(False)
         adv = generator_adv_loss(d(condition, out))
         d.requires_grad_(True)
-        report["gan"] = float(adv.detach())
+        report["gan"] = adv.detach()
         return loss + self.cfg.gan_weight * adv
 
     def _update_discriminator(self, disc: str, condition: torch.Tensor, real: torch.Tensor,
-                              fake: torch.Tensor, report: dict[str, float]) -> None:
+                              fake: torch.Tensor, report: dict[str, torch.Tensor]) -> None:
         """One step of a PatchGAN on a real pair and the student's (detached) output."""
         if not self.gan:
             return
@@ -464,7 +484,7 @@ class Trainer:
         self.dist.average_gradients(d.parameters())
         self.scaler.step(opt)
         self.scaler.update()
-        report["D"] = float(loss.detach())
+        report["D"] = loss.detach()
 
     def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
@@ -481,7 +501,11 @@ class Trainer:
         in the same iteration, detached) are. F's forward is run once, before G's update: F's
         weights do not change during G's step, so its taps serve both as G's fixed targets and
         as F's own graph — the same numbers as recomputing them, for one forward less.
-        Teachers run without gradients.
+        Teachers run without gradients, once per image: their taps of the photo and the sketch
+        (flipped or not, as the batch is) serve both students' updates.
+
+        The step's loss terms stay on the device until its end and come back in one transfer
+        (:meth:`_read_losses`): one host sync per step, not one per term.
         """
         w = self.weights
         with self._autocast():
@@ -489,22 +513,23 @@ class Trainer:
             out_g, taps_g = self.run_g(x, return_taps=True)
             out_f, taps_f = self.run_f(y, return_taps=True)
             feats_g = self.teacher.forward_with_grad(out_g) if w.needs_output_features else None
-            loss_g, rep_g = student_objective(out_g, y, taps_g, taps_f, tp, ts,
+            loss_g, rep_g = student_terms(out_g, y, taps_g, taps_f, tp, ts,
                                               G_TEACHER_PAIRS, True, w, self.adapt_g, feats_g)
             loss_g = self._adversarial(loss_g, rep_g, "D_g", x, out_g)
         self._update(self.opt_g, loss_g)
         self._update_discriminator("D_g", x, y, out_g, rep_g)
         with self._autocast():
             feats_f = self.teacher.forward_with_grad(out_f) if w.needs_output_features else None
-            loss_f, rep_f = student_objective(out_f, x, taps_f, taps_g, tp, ts,
+            loss_f, rep_f = student_terms(out_f, x, taps_f, taps_g, tp, ts,
                                               F_TEACHER_PAIRS, False, w, self.adapt_f, feats_f)
             loss_f = self._adversarial(loss_f, rep_f, "D_f", y, out_f)
         self._update(self.opt_f, loss_f)
         self._update_discriminator("D_f", y, x, out_f, rep_f)
         for name, avg in self.ema.items():
             avg.update_parameters(getattr(self, name))
-        losses = {f"G_{k}": v for k, v in rep_g.items()} | {f"F_{k}": v for k, v in rep_f.items()}
-        losses["G_total"], losses["F_total"] = float(loss_g.detach()), float(loss_f.detach())
+        terms = {f"G_{k}": v for k, v in rep_g.items()} | {f"F_{k}": v for k, v in rep_f.items()}
+        terms["G_total"], terms["F_total"] = loss_g.detach(), loss_f.detach()
+        losses = self._read_losses(terms)
         losses["total"] = losses["G_total"] + losses["F_total"]
         losses = self.dist.mean_losses(losses, self.device)  # the global batch's losses
         for k, v in losses.items():
@@ -513,6 +538,16 @@ class Trainer:
                     f"Training diverged at step {self.step + 1}: loss {k} is {v}. Lower the learning "
                     "rate or use fp32 precision; the last checkpoint is intact.")
         return losses
+
+    @staticmethod
+    def _read_losses(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The step's 0-d loss tensors as Python numbers, in one device-to-host transfer (each
+        ``float(t)`` would be a sync of its own, which stalls a GPU's queue every time). The
+        values are the float32 numbers ``float(t)`` gives, bit for bit."""
+        if not terms:
+            return {}
+        values = torch.stack([t.float() for t in terms.values()]).tolist()
+        return dict(zip(terms, values, strict=True))
 
     @torch.no_grad()
     def preview(self) -> PreviewEvent:
@@ -593,6 +628,7 @@ class Trainer:
         epoch_count = 0
         t_recent: list[float] = []
         log_fh = open(self.out_dir / LOSS_LOG if self.dist.is_main else os.devnull, "a")  # noqa: SIM115
+        batches = (Prefetcher if cfg.prefetch else Inline)(self._step_batch, self.total_steps - 1)
         try:
             while self.step < self.total_steps:
                 if ctl.paused:
@@ -605,7 +641,7 @@ class Trainer:
                 epoch, i = divmod(self.step, self.steps_per_epoch)
                 t0 = time.perf_counter()
                 self._apply_lr_schedule()
-                x, y = self._batch(epoch, i)
+                x, y = self._to_device(batches.get(self.step))
                 losses = self.train_step(x, y)
                 self.step += 1
                 dt = time.perf_counter() - t0
@@ -632,6 +668,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save()
         finally:
+            batches.close()
             log_fh.close()
         if self.val_pairs and self.step == self.total_steps and self._last_val_step() != self.step:
             self.validate()  # (a finished run resumed again is not scored twice)

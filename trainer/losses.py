@@ -164,7 +164,18 @@ def student_objective(out: torch.Tensor, target: torch.Tensor, taps: Taps, other
                       teacher_p: Taps, teacher_s: Taps, teacher_pairs: tuple[tuple[str, str, str], ...],
                       is_g: bool, w: LossWeights, adapters: Mapping[str, nn.Module] | None = None,
                       out_feats: Taps | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The full objective of one student in its alternating step.
+    """:func:`student_terms` with each term as a Python number (one host transfer per term)."""
+    total, parts = student_terms(out, target, taps, other_taps, teacher_p, teacher_s, teacher_pairs,
+                                 is_g, w, adapters, out_feats)
+    return total, {k: float(v) for k, v in parts.items()}
+
+
+def student_terms(out: torch.Tensor, target: torch.Tensor, taps: Taps, other_taps: Taps,
+                  teacher_p: Taps, teacher_s: Taps, teacher_pairs: tuple[tuple[str, str, str], ...],
+                  is_g: bool, w: LossWeights, adapters: Mapping[str, nn.Module] | None = None,
+                  out_feats: Taps | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The full objective of one student in its alternating step, and its unweighted terms as
+    detached 0-d tensors: the trainer reads all of a step's terms in one host transfer.
 
     ``other_taps`` are the other student's features, used as fixed targets (detached here).
     ``out_feats``: the teacher's taps of ``out`` with autograd (needed when ``w.style`` or
@@ -191,5 +202,4 @@ def student_objective(out: torch.Tensor, target: torch.Tensor, taps: Taps, other
             parts["perc"] = perceptual_loss(out_feats, target_feats)
     weights = {"tea": w.tea, "stu": w.stu, "rec": w.rec, "style": w.style, "perc": w.perceptual}
     total = sum(weights[k] * v for k, v in parts.items())
-    report = {k: float(v.detach()) for k, v in parts.items()}
-    return total, report  # type: ignore[return-value]
+    return total, {k: v.detach() for k, v in parts.items()}  # type: ignore[return-value]
