@@ -29,6 +29,7 @@ from .imaging import check_rgb, grey_rgb, to_image, to_tensor
 from .models import StudentNet, VGGTeacher, load_teacher
 from .resources import default_model_path
 from .runtime.fastpath import FastPaths
+from .threads import use_threads
 from .vocab import PHOTO2SKETCH, SKETCH2PHOTO
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class Translator:
         self._nets: dict[str, StudentNet] = {}
         self._teacher: VGGTeacher | None = None
         self._lock = threading.RLock()
+        #: intra-op threads for this Translator's work, applied in whichever thread calls it
+        #: (None: leave that thread's count alone); the app lowers it while training runs
+        self.threads: int | None = None
         self.fast = FastPaths(self.ckpt, mode=fast,
                               cache_root=Path(fast_cache_dir) if fast_cache_dir else None,
                               lock=self._lock)
@@ -108,6 +112,15 @@ class Translator:
         fp32/bf16 request (evaluation, reports) gets exactly that, from torch."""
         return self.fast.enabled and self.device.type == "cpu" and self.precision_request == "auto"
 
+    def set_threads(self, n: int | None) -> None:
+        """Use ``n`` intra-op threads from the next call on, torch and exported runtimes alike
+        (see :mod:`sketchstudio.runtime.threads`); safe to call from any thread."""
+        self.threads = None if n is None else max(1, int(n))
+
+    def _apply_threads(self) -> None:
+        if self.threads is not None:
+            use_threads(self.threads)
+
     def _torch_forward(self, direction: str):
         """The torch path as translate runs it (device, autocast), for the tuner to time."""
         def fwd(x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +135,8 @@ class Translator:
         once: export and measurement run on a background thread."""
         if not self.fast_eligible:
             return {}
-        return {d: self.fast.start(d, lambda d=d: self.net(d), self._torch_forward(d))
+        return {d: self.fast.start(d, lambda d=d: self.net(d), self._torch_forward(d),
+                                   threads=self.threads)
                 for d in (directions or self.directions)}
 
     def net(self, direction: str) -> StudentNet:
@@ -177,6 +191,7 @@ class Translator:
                 return fn()
 
         with self._lock, torch.inference_mode():
+            self._apply_threads()
             try:
                 return under_autocast()
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
@@ -199,7 +214,8 @@ class Translator:
         h, w = img.shape[:2]
         x = to_tensor(img, self.image_size)
 
-        runner = self.fast.runner(direction) if not return_taps and self.fast_eligible else None
+        runner = (self.fast.runner(direction, self.threads)
+                  if not return_taps and self.fast_eligible else None)
         if runner is not None:
             try:
                 y = torch.from_numpy(runner(x.numpy()))
@@ -224,7 +240,7 @@ class Translator:
         result = self._run(fwd)
         if not return_taps and self.fast_eligible:
             self.fast.maybe_start(direction, lambda: self.net(direction),
-                                  self._torch_forward(direction))
+                                  self._torch_forward(direction), threads=self.threads)
         return result
 
     def teacher_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
 from sketchstudio.resources import default_model_path
+from sketchstudio.threads import ThreadBudget
 
 from .settings import Settings
 from .workers import (
@@ -45,6 +46,10 @@ class AppContext(QObject):
     show_view = Signal(str)
     #: the engine moved to another device mid-session (CUDA failure → CPU): name, note
     device_changed = Signal(str, str)
+    #: start-up work in the background (warm-up, fast-path export), for the status bar
+    preparing = Signal(str)
+    #: a fast path was decided: the engine's description (device label), the decision's note
+    engine_changed = Signal(str, str)
 
     # private: queued into the compute thread
     _load = Signal(str, str, str, bool)
@@ -61,6 +66,8 @@ class AppContext(QObject):
         self.last_result: TranslateResult | None = None
         self.loading = False
         self._seq = count(1)
+        #: intra-op threads split between a running training job and translation
+        self.thread_budget = ThreadBudget()
         self.translate_worker = TranslateWorker()
         self.feature_worker = FeatureWorker()
         self.thread = start_worker(self.translate_worker, "compute")
@@ -72,6 +79,8 @@ class AppContext(QObject):
         self.translate_worker.model_loaded.connect(self._on_model_loaded)
         self.translate_worker.model_failed.connect(self._on_model_failed)
         self.translate_worker.result_ready.connect(self._on_result)
+        self.translate_worker.preparing.connect(self.preparing)
+        self.translate_worker.prepared.connect(self._on_prepared)
         app = QCoreApplication.instance()
         if app is not None:  # never leave a running QThread behind (Qt aborts on that)
             app.aboutToQuit.connect(self.shutdown)
@@ -98,6 +107,7 @@ class AppContext(QObject):
             return
         name = "the default model" if is_default else str(path)
         self.loading = True
+        self.translate_worker.threads = self.thread_budget.translate_threads
         self.model_loading.emit(f"Loading {name}…")
         self._load.emit(str(path or ""), self.settings.device, self.settings.teacher_path, is_default)
 
@@ -121,6 +131,30 @@ class AppContext(QObject):
         self.model_changed.emit(info)
         if info.fallback_note:
             self.notify("warning", info.fallback_note)
+
+    def _on_prepared(self, describe: str, note: str) -> None:
+        if self.model is not None:
+            self.model.device_name = describe
+        self.engine_changed.emit(describe, note)
+
+    # --- thread budget ------------------------------------------------------------------------
+    def training_started(self) -> int:
+        """A training job starts in this process: translation drops to one thread; returns the
+        training thread's count (see :mod:`sketchstudio.threads`)."""
+        n = self.thread_budget.training_started()
+        self._apply_budget()
+        return n
+
+    def training_stopped(self) -> None:
+        """The training job ended: translation gets every thread back."""
+        self.thread_budget.training_stopped()
+        self._apply_budget()
+
+    def _apply_budget(self) -> None:
+        n = self.thread_budget.translate_threads
+        self.translate_worker.threads = n  # for a model loaded later
+        if self.translator is not None:
+            self.translator.set_threads(n)  # applied by the next call, in the compute thread
 
     def _on_model_failed(self, message: str, detail: str) -> None:
         self.loading = False

@@ -109,6 +109,9 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.model_label = QLabel("No model")
         self.device_label = QLabel("Device: –")
+        #: background start-up work (warm-up, fast-path export): shown until the next message
+        self.prepare_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.prepare_label)
         self.statusBar().addPermanentWidget(self.model_label)
         self.statusBar().addPermanentWidget(self.device_label)
 
@@ -117,6 +120,8 @@ class MainWindow(QMainWindow):
         self.ctx.model_loading.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.ctx.show_view.connect(self.show_view)
         self.ctx.device_changed.connect(self._device_changed)
+        self.ctx.preparing.connect(self._preparing)
+        self.ctx.engine_changed.connect(self._engine_changed)
         tv = self.translate_view
         if tv is not None:
             tv.open_model_requested.connect(self.open_model_dialog)
@@ -346,6 +351,15 @@ class MainWindow(QMainWindow):
         self.device_label.setText(f"Device: {info.device_name}{forced}")
         self.device_label.setToolTip(note.strip(" —"))
         self.statusBar().showMessage(f"Loaded {info.path} in {info.load_ms:.0f} ms{note}", 8000)
+
+    def _preparing(self, text: str) -> None:
+        self.prepare_label.setText(text)
+        self.statusBar().showMessage(text, 10000)
+
+    def _engine_changed(self, describe: str, note: str) -> None:
+        forced = " (forced)" if self.settings.force_cpu else ""
+        self.device_label.setText(f"Device: {describe}{forced}")
+        self._preparing(f"Fast path: {note}" if note else "Fast path decided.")
 
     def _device_changed(self, name: str, note: str) -> None:
         self.device_label.setText(f"Device: {name} (fallback)")

@@ -548,7 +548,7 @@ class TrainPanel(QWidget):
             p.set_image(None)
         self.live_features.clear()
         self.last_run_resumed = resume
-        self.worker = TrainWorker(cfg, resume=resume)
+        self.worker = TrainWorker(cfg, resume=resume, threads=self.ctx.training_started())
         self.worker.event.connect(self._on_event)
         self.worker.failed.connect(self._on_failed)
         self.worker.finished.connect(self._on_finished)
@@ -730,6 +730,7 @@ class TrainPanel(QWidget):
         self._plot_timer.stop()
         self._redraw_plot(force=True)
         self._set_state(self.state)
+        self.ctx.training_stopped()
         self.training_stopped.emit()
 
     def _set_state(self, state: str) -> None:

@@ -35,7 +35,7 @@ from sketchstudio.errors import (
     SketchStudioError,
 )
 from sketchstudio.pipeline import (  # Qt-free and torch-free at import: cheap
-    DIRECTION_LABELS,  # noqa: F401 - re-exported for the views
+    DIRECTION_LABELS,
     PHOTO2SKETCH,
     SKETCH2PHOTO,  # noqa: F401 - re-exported for the views
     Eyes,
@@ -197,12 +197,20 @@ class TranslateWorker(QObject):
     failed = Signal(int, str, str)  # seq, message, detail
     no_face = Signal(int, object, str)  # seq, original image, message
     progress = Signal(int, int, int)  # seq, tiles done, tiles in all (portraits)
+    #: start-up work after a load (warm-up, fast-path export or loading), for the status bar;
+    #: emitted from this thread and from the fast-path thread (queued to the UI either way)
+    preparing = Signal(str)
+    #: a fast-path decision arrived: the engine's new description ("CPU…, ONNX Runtime int8"),
+    #: the decision's note
+    prepared = Signal(str, str)
 
     def __init__(self) -> None:
         super().__init__()
         self.translator: Any = None
         #: set from the UI thread before a request is queued; older queued requests are skipped
         self.latest_seq = 0
+        #: intra-op threads for translations (the app's thread budget); set from the UI thread
+        self.threads: int | None = None
 
     @Slot(str, str, str, bool)
     def load_model(self, path: str, device: str, teacher_path: str, is_default: bool) -> None:
@@ -225,7 +233,53 @@ class TranslateWorker(QObject):
                          step=int(m.step), is_default=is_default, fallback_note=tr.fallback_note,
                          load_ms=(time.perf_counter() - t0) * 1e3, metrics=dict(m.metrics or {}))
         log.info("Model %s loaded on %s in %.0f ms", info.path, info.device_name, info.load_ms)
+        tr.set_threads(self.threads)
+        seq = self.latest_seq
         self.model_loaded.emit(info, tr)
+        self._start_fast_paths(tr)
+        self._warm_up(tr, seq)
+
+    def _start_fast_paths(self, tr: Any) -> None:
+        """Start the fast-path decision now, on its own thread, not after the first slow
+        translation: a cached decision is loaded (and warmed up), else the export and the
+        measurement run while the user picks a photo. Progress goes to the status bar."""
+        dirs = [d for d in tr.directions if tr.fast.worth_tuning(d)] if tr.fast_eligible else []
+        if not dirs:
+            return
+        tr.fast.progress = lambda direction, msg: self.preparing.emit(
+            f"Fast path ({DIRECTION_LABELS.get(direction, direction)}): {msg}")
+        for fut in tr.prepare_fast_paths(dirs).values():
+            fut.add_done_callback(lambda f, tr=tr: self._fast_done(tr, f))
+
+    def _fast_done(self, tr: Any, fut: Any) -> None:
+        """Runs on the fast-path thread: only emits (queued to the UI thread)."""
+        try:
+            note = fut.result().note
+        except Exception as exc:  # noqa: BLE001 - the future never raises today; be safe
+            note = str(exc)
+        if tr is self.translator:
+            self.prepared.emit(tr.describe, note)
+
+    def _warm_up(self, tr: Any, seq: int) -> None:
+        """One throw-away forward per direction right after loading, in this (compute) thread:
+        the first forward of a network pays for memory and kernel set-up, and the user's first
+        translation should not. Skipped as soon as the user has asked for a translation (that
+        one warms up the network it needs); alignment models load on the first translation."""
+        import numpy as np
+
+        s = int(tr.image_size)
+        blank = np.full((s, s, 3), 128, np.uint8)
+        t0 = time.perf_counter()
+        for d in tr.directions:
+            if self.latest_seq != seq or tr is not self.translator:
+                return
+            self.preparing.emit(f"Warming up the model ({DIRECTION_LABELS.get(d, d)})…")
+            try:
+                tr.translate(blank, d)
+            except Exception as exc:  # noqa: BLE001 - a failed warm-up shows on first use instead
+                log.info("warm-up of %s failed: %s", d, exc)
+                return
+        self.preparing.emit(f"Model ready (warmed up in {time.perf_counter() - t0:.1f} s).")
 
     @Slot(str)
     def set_teacher(self, path: str) -> None:
@@ -516,11 +570,13 @@ class TrainWorker(QObject):
     failed = Signal(str, str)
     finished = Signal()
 
-    def __init__(self, config: Any, resume: bool = False) -> None:
+    def __init__(self, config: Any, resume: bool = False, threads: int | None = None) -> None:
         super().__init__()
         from trainer.events import TrainControl
 
         self.config, self.resume = config, resume
+        #: intra-op threads of the training thread (the app's budget); None: torch's default
+        self.threads = threads
         self.control = TrainControl()
         self.result: Any = None
 
@@ -538,6 +594,10 @@ class TrainWorker(QObject):
         try:
             from trainer.loop import Trainer
 
+            if self.threads is not None:
+                from sketchstudio.threads import use_threads
+
+                use_threads(self.threads)  # this thread only (see sketchstudio.threads)
             trainer = Trainer(self.config, on_event=self.event.emit, control=self.control,
                               resume=self.resume, preview_features=True)
             self.result = trainer.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +24,7 @@ class Runner(Protocol):
     """A loaded exported model; thread-safe for concurrent calls."""
 
     name: str
+    threads: int  # the intra-op pool size it was loaded with
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -45,7 +47,11 @@ class OrtRunner:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # warnings about unused initialisers are noise here
-        self.name = name
+        if threads < (os.cpu_count() or 1):
+            # sharing the cores (the app's thread budget while training runs): idle pool threads
+            # must sleep, not spin on a core that the training job needs
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.name, self.threads = name, max(1, threads)
         self.path = Path(path)
         self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
@@ -63,7 +69,7 @@ class OpenVinoRunner:
         except ImportError as exc:
             raise BackendMissing("openvino is not installed") from exc
         core = ov.Core()
-        self.name = name
+        self.name, self.threads = name, max(1, threads)
         self.path = Path(path)
         self._compiled = core.compile_model(str(path), "CPU",
                                             {"INFERENCE_NUM_THREADS": max(1, threads),
@@ -78,11 +84,16 @@ class OpenVinoRunner:
 
 def runtime_versions() -> dict[str, str]:
     """Versions of the optional runtimes that are importable (part of the cache keys)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     out: dict[str, str] = {}
     for mod in ("onnxruntime", "onnx", "openvino"):
+        # the installed distribution's version, without importing it (importing onnx holds the
+        # GIL for seconds; see onnx_export)
         try:
-            m = __import__(mod)
-            out[mod] = str(getattr(m, "__version__", "?"))
-        except ImportError:
-            continue
+            out[mod] = version(mod)
+        except PackageNotFoundError:  # e.g. onnxruntime-gpu: the module's own, if imported
+            m = sys.modules.get(mod)
+            if m is not None:
+                out[mod] = str(getattr(m, "__version__", "?"))
     return out

@@ -26,10 +26,12 @@ import atexit
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
 import platform
+import sys
 import threading
 import time
 import weakref
@@ -46,10 +48,18 @@ import torch
 from ..checkpoint import DIRECTIONS, Checkpoint
 from ..errors import ConfigError
 from ..fsutil import TEMP_SUFFIX, atomic_write_json
+from ..threads import use_threads
 from ..userdirs import user_cache_dir
 from . import isa
 from .backends import BackendMissing, OpenVinoRunner, OrtRunner, Runner, runtime_versions
-from .onnx_export import ExportError, export_fp32, quantize_int8
+from .onnx_export import (
+    ExportError,
+    can_isolate,
+    export_fp32,
+    export_fp32_isolated,
+    quantize_int8,
+    quantize_int8_isolated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,9 @@ N_CALIBRATION, N_PARITY = 4, 3
 CACHE_VERSION = 1
 ENV_MODE = "SKETCHSTUDIO_FAST"
 ENV_CALIBRATION = "SKETCHSTUDIO_CALIBRATION_DIR"
+#: export and quantise in a child process (see onnx_export: importing onnx holds the GIL for
+#: seconds, which froze the app's UI); tests that patch the exporter in-process turn it off
+ISOLATE_EXPORTS = True
 #: temp files of exports killed halfway are deleted after this long
 STALE_TEMP_S = 3600.0
 
@@ -161,8 +174,11 @@ def missing_packages(name: str) -> list[str]:
     out = []
     for mod in _NEEDS[name]:
         try:
-            importlib.import_module(mod)
-        except ImportError:
+            # find_spec, not import: importing onnx costs seconds holding the GIL (onnx_export)
+            found = importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):  # a parent package missing, or set to None in sys.modules
+            found = False
+        if not found or sys.modules.get(mod, ...) is None:
             out.append(mod)
     return out
 
@@ -323,23 +339,32 @@ class Tuner:
         if not dest.is_file():
             self._say("exporting the network (once per model)…")
             self.artifacts.mkdir(parents=True, exist_ok=True)
-            export_fp32(self.net, self.size, dest)
+            if ISOLATE_EXPORTS and can_isolate():
+                export_fp32_isolated(self.ckpt, self.direction, dest, threads=self.threads)
+            else:
+                export_fp32(self.net, self.size, dest)
         return dest
 
-    def int8_path(self, calibration: Sequence[np.ndarray]) -> Path:
+    def int8_path(self, calibration: Sequence[np.ndarray] | None = None) -> Path:
+        """The int8 export, calibrated (once) on ``calibration`` or, when None, on the images
+        :func:`reference_inputs` finds; an existing export is reused without reading any image."""
         reduce = not isa.has_int8_dot()
         dest = self.artifacts / ("int8-r7.onnx" if reduce else "int8.onnx")
         if not dest.is_file():
+            if calibration is None:
+                calibration = reference_inputs(self.ckpt, self.direction, self.calibration_dir)[0]
             src = self.fp32_path()
             self._say(f"calibrating int8 on {len(calibration)} training images (once per model)…")
-            quantize_int8(src, dest, calibration, reduce_range=reduce)
+            if ISOLATE_EXPORTS and can_isolate():
+                quantize_int8_isolated(src, dest, calibration, reduce_range=reduce,
+                                       threads=self.threads)
+            else:
+                quantize_int8(src, dest, calibration, reduce_range=reduce)
         return dest
 
     def load(self, name: str, calibration: Sequence[np.ndarray] | None = None) -> Runner:
         """Export what ``name`` needs (if not cached) and load its runner."""
         if name in ("onnx-int8", "openvino-int8"):
-            if calibration is None:
-                calibration = reference_inputs(self.ckpt, self.direction, self.calibration_dir)[0]
             path = self.int8_path(calibration)
         else:
             path = self.fp32_path()
@@ -363,7 +388,11 @@ class Tuner:
                 if cached.backend == "torch":
                     return cached, None
                 try:
-                    return cached, self.load(cached.backend)
+                    runner = self.load(cached.backend)
+                    self._say(f"warming up {cached.backend}…")
+                    with self.lock:  # first call: lazy kernel and memory set-up, off the caller
+                        runner(np.zeros((1, 3, self.size, self.size), np.float32))
+                    return cached, runner
                 except (ExportError, BackendMissing, OSError, RuntimeError) as exc:
                     log.info("cached fast path %s unusable (%s); measuring again", cached.backend, exc)
         _clean_stale_temps(self.artifacts)
@@ -458,6 +487,9 @@ class Tuner:
 # ------------------------------------------------------------------------------------------------
 #: tuning threads not yet finished: the interpreter waits for them at exit (see _finish_tuning)
 _RUNNING: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+#: one tuning job at a time per process: two at once (G and F after a load) would time each
+#: other's runtimes on shared cores and oversubscribe them
+_TUNE_LOCK = threading.Lock()
 
 
 @atexit.register
@@ -477,6 +509,10 @@ class _State:
     runner: Runner | None = None
     decision: Decision | None = None
     future: Future | None = None
+    #: builds the torch net (for loading the same export at another thread count)
+    net_fn: Callable[[], torch.nn.Module] | None = None
+    #: the ready runner loaded again at other thread counts (the app's thread budget)
+    variants: dict[int, Runner] = field(default_factory=dict)
 
 
 class FastPaths:
@@ -489,7 +525,7 @@ class FastPaths:
 
     def __init__(self, ckpt: Checkpoint, mode: str = "auto", cache_root: Path | None = None,
                  calibration_dir: str | os.PathLike[str] | None = None,
-                 min_gflop: float = MIN_GFLOP,
+                 min_gflop: float | None = None,
                  lock: contextlib.AbstractContextManager | None = None) -> None:
         mode = os.environ.get(ENV_MODE, mode) if mode == "auto" else mode
         if mode not in MODES:
@@ -498,6 +534,7 @@ class FastPaths:
         self.ckpt, self.mode = ckpt, mode
         self.cache_root = cache_root
         self.calibration_dir = calibration_dir
+        #: None: :data:`MIN_GFLOP`, read when asked (tests lower the module's value)
         self.min_gflop = min_gflop
         self.lock = lock
         self.notes: list[str] = []
@@ -510,9 +547,28 @@ class FastPaths:
     def enabled(self) -> bool:
         return self.mode != "off"
 
-    def runner(self, direction: str) -> Runner | None:
+    def runner(self, direction: str, threads: int | None = None) -> Runner | None:
+        """The ready runner of ``direction`` (None: use torch), at ``threads`` intra-op threads
+        when given: runtimes fix their pool size at load, so the same export is loaded once more
+        (in the calling thread, from the cache: no export) for each thread count asked for."""
         st = self._states.get(direction)
-        return st.runner if st is not None and st.status == "ready" else None
+        if st is None or st.status != "ready" or st.runner is None:
+            return None
+        if threads is None or getattr(st.runner, "threads", threads) == threads:
+            return st.runner
+        with self._lock:
+            variant = st.variants.get(threads)
+        if variant is None and st.net_fn is not None and st.decision is not None:
+            try:
+                tuner = Tuner(self.ckpt, direction, st.net_fn(), cache_root=self.cache_root,
+                              threads=threads, calibration_dir=self.calibration_dir)
+                variant = tuner.load(st.decision.backend)
+            except Exception as exc:  # noqa: BLE001 - keep the runner we have
+                log.info("could not load %s at %d thread(s) (%s)", st.runner.name, threads, exc)
+                variant = st.runner
+            with self._lock:
+                st.variants[threads] = variant
+        return variant or st.runner
 
     def status(self, direction: str) -> str:
         return self._states[direction].status
@@ -531,10 +587,11 @@ class FastPaths:
 
     def worth_tuning(self, direction: str) -> bool:
         """Whether the network is big enough for an export to pay (see :data:`MIN_GFLOP`)."""
-        return forward_gflop(self.ckpt, direction) >= self.min_gflop
+        bar = MIN_GFLOP if self.min_gflop is None else self.min_gflop
+        return forward_gflop(self.ckpt, direction) >= bar
 
     def maybe_start(self, direction: str, net_fn: Callable[[], torch.nn.Module],
-                    torch_forward: TorchForward) -> None:
+                    torch_forward: TorchForward, threads: int | None = None) -> None:
         """Called after each torch forward: start tuning once, if it can pay (``cached``: only
         load an earlier decision, in this thread)."""
         st = self._states[direction]
@@ -543,7 +600,7 @@ class FastPaths:
         if self.mode == "cached":
             self._load_cached(direction, net_fn, torch_forward)
         else:
-            self.start(direction, net_fn, torch_forward)
+            self.start(direction, net_fn, torch_forward, threads=threads)
 
     def _load_cached(self, direction: str, net_fn: Callable[[], torch.nn.Module],
                      torch_forward: TorchForward) -> None:
@@ -556,6 +613,7 @@ class FastPaths:
             return
         try:
             st.runner, st.decision = tuner.load(decision.backend), decision
+            st.net_fn = net_fn
             st.status = "ready"
         except Exception as exc:  # noqa: BLE001 - a fast path must never break translation
             log.info("cached fast path %s unusable here (%s); using PyTorch", decision.backend, exc)
@@ -567,17 +625,19 @@ class FastPaths:
             st = self._states[direction]
             if st.future is not None:
                 return st.future
-            st.status, st.future = "tuning", Future()
+            st.status, st.future, st.net_fn = "tuning", Future(), net_fn
             fut = st.future
         force = self.mode if self.mode in BACKEND_NAMES else None
         threads = threads or torch.get_num_threads()
 
         def job() -> None:
+            use_threads(threads)  # this thread's torch forwards (measurement) keep to the budget
             try:
-                tuner = Tuner(self.ckpt, direction, net_fn(), torch_forward, self.cache_root,
-                              threads=threads, calibration_dir=self.calibration_dir,
-                              progress=self.progress, force=force, lock=self.lock)
-                decision, runner = tuner.run()
+                with _TUNE_LOCK:
+                    tuner = Tuner(self.ckpt, direction, net_fn(), torch_forward, self.cache_root,
+                                  threads=threads, calibration_dir=self.calibration_dir,
+                                  progress=self.progress, force=force, lock=self.lock)
+                    decision, runner = tuner.run()
             except Exception as exc:  # noqa: BLE001 - a fast path must never break translation
                 note = (f"Fast path for {direction} unavailable ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); using PyTorch.")

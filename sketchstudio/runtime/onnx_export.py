@@ -24,6 +24,8 @@ import contextlib
 import logging
 import os
 import secrets
+import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +44,9 @@ OPSET = 17
 #: ``/net/IC/IC.1/Conv``): first/last convolutions and the decoder, and the squeeze-excitation MLPs
 KEEP_FLOAT_OUTER = ("/IC/", "/UC1/", "/UC2/", "/OC/")
 KEEP_FLOAT_ALWAYS = ("/fc/",)
+#: torch.onnx.export keeps global state (``GLOBALS.in_onnx_export``): two exports at once in one
+#: process fail ("GLOBALS.in_onnx_export must be False", seen when G and F were tuned together)
+_EXPORT_LOCK = threading.Lock()
 
 
 class ExportError(RuntimeError):
@@ -91,7 +96,8 @@ def export_fp32(net: torch.nn.Module, size: int, dest: str | os.PathLike[str]) -
     errors: list[str] = []
     for dynamo in (False, True):
         try:
-            with _atomic_path(dest) as tmp, warnings.catch_warnings(), torch.no_grad():
+            with _EXPORT_LOCK, _atomic_path(dest) as tmp, warnings.catch_warnings(), \
+                    torch.no_grad():
                 warnings.simplefilter("ignore")  # tracer/deprecation chatter, not the user's business
                 torch.onnx.export(wrapped, (x,), str(tmp), input_names=[INPUT_NAME],
                                   output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=dynamo,
@@ -189,3 +195,118 @@ def quantize_int8(fp32_path: str | os.PathLike[str], dest: str | os.PathLike[str
     log.info("Quantised %s -> %s (%d of %d convolutions int8, calibrated on %d images)",
              src.name, dest, len(convs) - len(exclude), len(convs), len(batches))
     return dest
+
+
+# ------------------------------------------------------------------------------------------------
+# In a child process. Why: importing ``onnx`` (which torch.onnx.export and the quantiser need)
+# imports ``ml_dtypes``, whose C extension initialises for about 3 s on a loaded 2-core machine
+# *holding the GIL*; torch's TorchScript exporter also runs long C++ passes under the GIL. In the
+# app that froze the UI thread for 2.8 s while a fast path was exported in a background thread
+# (tests/test_gui_speed.py). In a child process neither touches the app's GIL, and a crash of the
+# exporter cannot take the app down. Frozen bundles (no ``python -m``) export in-process.
+#: the child's own time limit: an export of the shipped model takes ~10-60 s
+CHILD_TIMEOUT_S = 1800.0
+
+
+def can_isolate() -> bool:
+    """Whether a ``python -m`` child can run here (not in a PyInstaller-style frozen bundle)."""
+    return not getattr(sys, "frozen", False) and bool(sys.executable)
+
+
+def _run_child(args: list[str], threads: int) -> None:
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds sketchstudio/
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads)),
+               PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sketchstudio.runtime.onnx_export", *args],
+                              env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExportError(f"the export process failed ({type(exc).__name__}: {exc})") from exc
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise ExportError(lines[-1][:300] if lines else f"export process exit status {proc.returncode}")
+
+
+def export_fp32_isolated(ckpt: Any, direction: str, dest: str | os.PathLike[str],
+                         threads: int = 1) -> Path:
+    """:func:`export_fp32` of ``ckpt``'s student for ``direction``, in a child process (its
+    file, or a temporary copy of its tensors when it has none)."""
+    from ..checkpoint import save_checkpoint
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src = Path(ckpt.path) if ckpt.path is not None and Path(ckpt.path).is_file() else None
+    tmp = None
+    if src is None:
+        tmp = dest.parent / f".model.{secrets.token_hex(4)}.safetensors{TEMP_SUFFIX}"
+        save_checkpoint(tmp, dict(ckpt.tensors), ckpt.meta)
+        src = tmp
+    try:
+        _run_child(["fp32", str(src), direction, str(dest)], threads)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return dest
+
+
+def quantize_int8_isolated(fp32_path: str | os.PathLike[str], dest: str | os.PathLike[str],
+                           calibration: Sequence[np.ndarray], reduce_range: bool = True,
+                           keep_outer_float: bool = True, threads: int = 1) -> Path:
+    """:func:`quantize_int8` in a child process (calibration arrays passed through a temp file)."""
+    dest = Path(dest)
+    if not calibration:
+        raise ExportError("int8 calibration needs at least one training image")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    calib = dest.parent / f".calib.{secrets.token_hex(4)}.npy{TEMP_SUFFIX}"
+    with open(calib, "wb") as fh:
+        np.save(fh, np.concatenate([np.asarray(c, np.float32) for c in calibration]))
+    try:
+        _run_child(["int8", str(fp32_path), str(dest), str(calib),
+                    "reduce-range" if reduce_range else "full-range",
+                    "outer-float" if keep_outer_float else "all-int8"], threads)
+    finally:
+        with contextlib.suppress(OSError):
+            calib.unlink()
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child's side: ``fp32 CKPT DIRECTION DEST`` or ``int8 SRC DEST CALIB.npy RANGE OUTER``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sketchstudio.runtime.onnx_export")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("fp32")
+    a.add_argument("checkpoint")
+    a.add_argument("direction")
+    a.add_argument("dest")
+    b = sub.add_parser("int8")
+    b.add_argument("src")
+    b.add_argument("dest")
+    b.add_argument("calibration")
+    b.add_argument("range", choices=["reduce-range", "full-range"])
+    b.add_argument("outer", choices=["outer-float", "all-int8"])
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "fp32":
+            from ..checkpoint import build_student, read_checkpoint
+
+            ckpt = read_checkpoint(args.checkpoint)
+            export_fp32(build_student(ckpt, args.direction), int(ckpt.meta.image_size), args.dest)
+        else:
+            arr = np.load(args.calibration)
+            quantize_int8(args.src, args.dest, [arr[i:i + 1] for i in range(len(arr))],
+                          reduce_range=args.range == "reduce-range",
+                          keep_outer_float=args.outer == "outer-float")
+    except Exception as exc:  # noqa: BLE001 - the parent reports the last stderr line
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
