@@ -1,4 +1,4 @@
-"""Issue 19 §5: the match cache under two processes.
+"""Issue 19 §5: the match cache under two processes, and a gallery with nothing to search in.
 
 Two processes indexing one gallery used to write their index.json + features pairs over each
 other (11 of 50 concurrent rounds left an index.json naming a deleted array). Now an update holds
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sketchstudio.match import cli as match_cli
 from sketchstudio.match.index import LOCK_NAME, GalleryIndex, IndexCancelled
 from tests.conftest import face_like
 
@@ -204,3 +205,44 @@ def test_the_file_lock_names_its_holder_and_refuses_a_second_taker(tmp_path):
     with b:
         assert b.held
     assert not b.held
+
+
+# --- an empty gallery ---------------------------------------------------------------------------
+def _cli(tmp_path: Path, gallery: Path, query: Path) -> int:
+    return match_cli.main(["--gallery", str(gallery), str(query), "--aligned", "--compare", "raw",
+                           "--method", "nlda", "--cache-dir", str(tmp_path / "cache")])
+
+
+@pytest.fixture
+def query(tmp_path) -> Path:
+    q = tmp_path / "q.png"
+    Image.fromarray(face_like(1, 200, 250)).save(q)
+    return q
+
+
+def test_the_cli_refuses_an_empty_gallery_folder(tmp_path, query, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    assert _cli(tmp_path, tmp_path / "empty", query) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sketchstudio-match: error: The gallery folder ")
+    assert "holds no images" in err and ".png" in err and "Traceback" not in err
+
+
+def test_the_cli_refuses_a_gallery_without_a_usable_image(tmp_path, query, capsys):
+    g = tmp_path / "bad"
+    g.mkdir()
+    (g / "a.jpg").write_text("not an image")
+    (g / "b.png").write_bytes(b"")
+    assert _cli(tmp_path, g, query) == 2
+    out, err = capsys.readouterr()
+    assert "sketchstudio-match: error: None of the 2 image(s) in the gallery folder" in err
+    assert "2 unreadable, 0 without a face" in err
+    assert "a.jpg" in out and "b.png" in out  # each file is listed with its reason
+
+
+def test_require_faces_passes_a_gallery_with_a_face(tmp_path):
+    gallery = make_gallery(tmp_path / "g", 1)
+    idx = GalleryIndex.open(gallery, SETTINGS, cache_root=tmp_path / "c")
+    idx.update(feature)
+    idx.require_faces()

@@ -329,7 +329,7 @@ class MatchView(QWidget):
         if job != self._index_job:
             return
         self._index_finished()
-        self.status.setText("Indexing failed — see the message above.")
+        self.status.setText(message)  # the reason itself (e.g. a gallery without any face)
         self.ctx.notify("error", message, detail)
         self.index_stopped.emit(message)
 

@@ -78,6 +78,9 @@ class MatchWorker(QObject):
         self._matcher_key: tuple | None = None
         self._index: Any = None
         self._index_key: tuple | None = None
+        # (gallery, matcher key, message) of the last gallery found to hold no usable face, so a
+        # query against it says that instead of "not indexed yet"
+        self._empty: tuple[str, tuple | None, str] | None = None
 
     # --- called from the UI thread ----------------------------------------------------------
     def cancel(self) -> None:
@@ -106,12 +109,20 @@ class MatchWorker(QObject):
     @Slot(int, str, object, object)
     def index(self, job: int, gallery: str, opts: MatchOptions, translator: Any) -> None:
         from sketchstudio.match import IndexCancelled
+        from sketchstudio.match.index import EmptyGalleryError
 
+        self._empty = None
         try:
             m = self._get_matcher(opts, translator)
             idx, stats = m.index(gallery,
                                  progress=lambda d, t, p: self.progress.emit(job, d, t, p),
                                  cancel=self._cancel.is_set)
+            idx.require_faces()
+        except EmptyGalleryError as exc:  # the files it could not use go into the details
+            self._index, self._index_key = None, None
+            self._empty = (gallery, self._matcher_key, str(exc))
+            self.index_failed.emit(job, str(exc), "\n".join(exc.problems))
+            return
         except IndexCancelled as exc:
             self._index, self._index_key = None, None
             self.index_cancelled.emit(job, str(exc))
@@ -133,6 +144,9 @@ class MatchWorker(QObject):
         t0 = time.perf_counter()
         try:
             m = self._get_matcher(opts, translator)
+            if self._index is None and self._empty is not None and \
+                    self._empty[:2] == (gallery, self._matcher_key):
+                raise SketchStudioError(self._empty[2])
             if self._index is None or self._index_key != (gallery, self._matcher_key):
                 raise SketchStudioError("The gallery is not indexed yet (or indexing was "
                                         "cancelled). Index it first.")

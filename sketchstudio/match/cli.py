@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     from tqdm import tqdm
 
-    from .index import IndexCancelled
+    from .index import EmptyGalleryError, IndexCancelled
     from .matcher import MatchConfig, Matcher
 
     bar: tqdm | None = None
@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(problems)} gallery file(s) not used:")
         for pr in problems:
             print(f"  {pr.path}: {pr.message}")
+    try:
+        index.require_faces()  # ranking against nothing would read as "no match"
+    except EmptyGalleryError as exc:
+        return report_error(PROG, exc)
     results: dict[str, list[dict]] = {}
     failed = 0
     for q in args.queries:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError, NoFaceFoundError, SketchStudioError
+from ..errors import DataError, ImageError, NoFaceFoundError, SketchStudioError
 from ..filelock import FileLock
 from ..fsutil import (
     atomic_write,
@@ -48,7 +48,7 @@ from ..fsutil import (
     file_digest,
     stale_temp_files,
 )
-from ..imaging import check_image_file, is_image_path
+from ..imaging import IMAGE_SUFFIXES, check_image_file, is_image_path
 from ..metrics.recognition import l2_normalise
 from ..userdirs import user_cache_dir
 
@@ -70,6 +70,11 @@ ExtractFn = Callable[[Path], np.ndarray]
 
 class IndexCancelled(SketchStudioError):
     """Indexing was cancelled; the files done so far are saved and reused next time."""
+
+
+class EmptyGalleryError(DataError):
+    """The gallery has no usable face: no image files at all, or none that could be read and held
+    a face (``problems`` lists those). Ranking against nothing would look like "no match"."""
 
 
 @dataclass
@@ -384,6 +389,22 @@ class GalleryIndex:
     def problems(self) -> list[Problem]:
         return [Problem(self.root / k, e.status, e.message)
                 for k, e in sorted(self.entries.items()) if e.status != OK]
+
+    def require_faces(self) -> None:
+        """Raise :class:`EmptyGalleryError` when there is no face to rank against, saying why."""
+        if self.paths():
+            return
+        problems = self.problems()
+        if not problems:
+            raise EmptyGalleryError(
+                f"The gallery folder '{self.root}' holds no images (looked in it and its "
+                f"subfolders for {', '.join(IMAGE_SUFFIXES)} files). Choose the folder of "
+                "gallery photos or sketches.")
+        no_face = sum(p.status == NO_FACE for p in problems)
+        raise EmptyGalleryError(
+            f"None of the {len(problems)} image(s) in the gallery folder '{self.root}' can be "
+            f"used: {len(problems) - no_face} unreadable, {no_face} without a face found. "
+            "Nothing to search in.", [str(p) for p in problems])
 
 
 def _array_digest(a: np.ndarray) -> str:
