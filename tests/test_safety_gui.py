@@ -1,8 +1,11 @@
-"""Issue 19 in the app (pytest-qt, offscreen): a gallery with nothing to search in says so in the
-Match view.
+"""Issue 19 in the app (pytest-qt, offscreen): Save onto a full disk is a message with nothing
+half-written, and a gallery with nothing to search in says so in the Match view.
 """
 
 from __future__ import annotations
+
+import errno
+import sys
 
 import pytest
 
@@ -10,14 +13,76 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from PIL import Image  # noqa: E402
+from PySide6.QtWidgets import QFileDialog  # noqa: E402
 
 from sketchstudio.gui.context import AppContext  # noqa: E402
 from sketchstudio.gui.match_view import MatchView  # noqa: E402
 from sketchstudio.gui.settings import Settings  # noqa: E402
+from tests import test_gui as _gui  # noqa: E402
+from tests import test_safety as _safety  # noqa: E402
 from tests.conftest import face_like  # noqa: E402
+from tests.test_gui import load_model, translate_file  # noqa: E402
+
+# fixtures of those modules, used here by name
+settings, no_default_model, window, photo = (_gui.settings, _gui.no_default_model, _gui.window,
+                                             _gui.photo)
+small_fs = _safety.small_fs  # a real 256 kB tmpfs (root and mount only)
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_qt_garbage")]
 WAIT = 90_000  # ms; the waits are event-driven, this only bounds a hang on the busy 2 cores
+
+
+# --- Save onto a full disk --------------------------------------------------------------------
+@pytest.fixture(params=["real tmpfs", "injected ENOSPC"])
+def full_folder(request, tmp_path, monkeypatch):
+    """(folder, make_full): a real tmpfs filled to the last page (root and mount needed, else
+    skipped), or a plain folder where ``make_full()`` injects ENOSPC into the atomic write's
+    fsync, after the bytes were written, as a real disk reports it. Called once the model is
+    loaded and the photo translated, so nothing before the Save meets the full disk."""
+    if request.param == "real tmpfs":
+        mnt = request.getfixturevalue("small_fs")
+
+        def fill() -> None:
+            with (mnt / "filler").open("wb", buffering=0) as fh, pytest.raises(OSError):
+                while True:
+                    fh.write(b"\1" * 4096)
+
+        return mnt, fill
+    import sketchstudio.fsutil as fsutil
+
+    def enospc(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    return folder, lambda: monkeypatch.setattr(fsutil.os, "fsync", enospc)
+
+
+def test_save_onto_a_full_disk_is_a_message_and_leaves_no_partial_file(
+        qtbot, window, tiny_model, photo, full_folder, monkeypatch):
+    """The user clicks Save… and picks a file on a full disk: the message bar says "No space left
+    on <mount>", no exception escapes the slot (pytest-qt fails the test on one), the file that
+    was there keeps its bytes and no temp file is left next to it."""
+    folder, make_full = full_folder
+    load_model(qtbot, window, tiny_model)
+    translate_file(qtbot, window, photo)
+    tv = window.translate_view
+    make_full()
+    before = sorted(p.name for p in folder.iterdir())
+    target = folder / "result.png"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (str(target), "PNG image (*.png)")))
+    hooked: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda _t, exc, _tb: hooked.append(exc))
+    tv.save_button.click()  # through the real slot, as a click runs it
+    qtbot.waitUntil(lambda: "No space left on" in window.message_bar.text.text(), timeout=WAIT)
+    assert hooked == []
+    text = window.message_bar.text.text()
+    assert "nothing was half-written" in text and "Traceback" not in text
+    assert window.message_bar.isVisible()
+    assert not target.exists()
+    assert sorted(p.name for p in folder.iterdir()) == before  # no .result.png.*.tmp
+    assert not str(tv.status.text()).startswith("Saved")
 
 
 # --- an empty gallery in the Match view --------------------------------------------------------
