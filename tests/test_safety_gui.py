@@ -1,5 +1,6 @@
 """Issue 19 in the app (pytest-qt, offscreen): Save onto a full disk is a message with nothing
-half-written, and a gallery with nothing to search in says so in the Match view.
+half-written, a dropped symlink loop is a message, and a gallery with nothing to search in says so
+in the Match view.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sketchstudio.gui.settings import Settings  # noqa: E402
 from tests import test_gui as _gui  # noqa: E402
 from tests import test_safety as _safety  # noqa: E402
 from tests.conftest import face_like  # noqa: E402
-from tests.test_gui import load_model, translate_file  # noqa: E402
+from tests.test_gui import drop, load_model, translate_file  # noqa: E402
 
 # fixtures of those modules, used here by name
 settings, no_default_model, window, photo = (_gui.settings, _gui.no_default_model, _gui.window,
@@ -83,6 +84,21 @@ def test_save_onto_a_full_disk_is_a_message_and_leaves_no_partial_file(
     assert not target.exists()
     assert sorted(p.name for p in folder.iterdir()) == before  # no .result.png.*.tmp
     assert not str(tv.status.text()).startswith("Saved")
+
+
+# --- a hostile file dropped on the window -------------------------------------------------------
+def test_a_dropped_symlink_loop_is_a_message_not_an_exception(qtbot, window, tiny_model, tmp_path,
+                                                            monkeypatch):
+    """§5: dropping a symlink loop raised inside dropEvent (in ``settings.add_recent``). Through
+    the real drop: the user reads why the file cannot be opened, and nothing escapes."""
+    load_model(qtbot, window, tiny_model)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to("loop.png")
+    hooked: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda _t, exc, _tb: hooked.append(exc))
+    drop(window.translate_view, loop)
+    qtbot.waitUntil(lambda: "symbolic link loop" in window.message_bar.text.text(), timeout=WAIT)
+    assert hooked == [] and "Unexpected error" not in window.message_bar.text.text()
 
 
 # --- an empty gallery in the Match view --------------------------------------------------------
