@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+
 import pytest
 import torch
 
 from sketchstudio.checkpoint import (
     ModelMeta,
     build_student,
+    check_export_target,
     export_model,
+    optim_groups,
     read_checkpoint,
+    read_header,
     save_checkpoint,
     student_tensors,
+    validate_meta,
 )
-from sketchstudio.errors import CheckpointError
+from sketchstudio.errors import CheckpointError, OutputError
 from sketchstudio.models import StudentNet
 
 
@@ -90,12 +97,19 @@ def test_export_fp16_keeps_inference_parts_only(tmp_path, tiny_model):
     tensors["optim.G.0.exp_avg"] = torch.zeros(3)
     tensors["teacher_scale.relu1_1"] = torch.full((64,), 20.0)
     src = tmp_path / "train.safetensors"
+    ck.meta.extra = {"optim_groups": {"G": [{"lr": 2e-4, "betas": [0.5, 0.999]}]}, "ema": {"updates": 3}}
     save_checkpoint(src, tensors, ck.meta)
     out = export_model(src, tmp_path / "model.safetensors", metrics={"photo_fsim": 0.7})
     ex = read_checkpoint(out)
+    # provenance replaces the resume-only settings; the rest of extra travels on
+    assert ex.meta.extra == {"ema": {"updates": 3}, "exported_from": str(src), "dtype": "float16",
+                             "weights": "trained"}
     assert not any(k.startswith("optim.") for k in ex.tensors)
     assert ex.tensors["G.IC.1.weight"].dtype == torch.float16
     assert ex.tensors["teacher_scale.relu1_1"].dtype == torch.float32
+    assert list(ex.teacher_scales()) == ["relu1_1"]  # what eval hands the teacher
+    assert torch.equal(ex.teacher_scales()["relu1_1"], torch.full((64,), 20.0))
+    assert ck.teacher_scales() is None  # none saved: the teacher keeps its own scales
     assert ex.meta.metrics == {"photo_fsim": 0.7}
     g = build_student(ex, "photo2sketch")
     x = torch.rand(1, 3, 32, 32) * 2 - 1
@@ -108,17 +122,21 @@ def test_export_ema_ships_the_weight_average(tmp_path, tiny_model):
     ck = read_checkpoint(tiny_model)
     tensors = dict(ck.tensors)
     ema = {f"ema.{k}": v + 1.0 for k, v in ck.tensors.items() if k.startswith(("G.", "F."))}
+    scale = {"teacher_scale.relu1_1": torch.full((64,), 20.0)}
     src = tmp_path / "train.safetensors"
-    save_checkpoint(src, tensors | ema, ck.meta)
+    save_checkpoint(src, tensors | ema | scale, ck.meta)
     ex = read_checkpoint(export_model(src, tmp_path / "ema.safetensors", dtype=torch.float32, ema=True))
     assert ex.meta.extra["weights"] == "ema" and not any(k.startswith("ema.") for k in ex.tensors)
+    assert torch.equal(ex.tensors["teacher_scale.relu1_1"], scale["teacher_scale.relu1_1"])
     assert torch.equal(ex.tensors["G.IC.1.weight"], ck.tensors["G.IC.1.weight"] + 1.0)
     assert set(ex.directions) == {"photo2sketch", "sketch2photo"}
     plain = read_checkpoint(export_model(src, tmp_path / "plain.safetensors", dtype=torch.float32))
     assert plain.meta.extra["weights"] == "trained"
     assert torch.equal(plain.tensors["G.IC.1.weight"], ck.tensors["G.IC.1.weight"])
-    with pytest.raises(CheckpointError, match="holds no weight average"):
+    with pytest.raises(CheckpointError) as e:
         export_model(tiny_model, tmp_path / "none.safetensors", ema=True)
+    assert str(e.value) == (f"'{tiny_model}' holds no weight average; train with --ema-decay "
+                            "(e.g. 0.999) to keep one, or export without --ema.")
     assert not (tmp_path / "none.safetensors").exists()
 
 def test_atomic_write_leaves_old_file_on_failure(tiny_model, monkeypatch):
@@ -133,3 +151,181 @@ def test_atomic_write_leaves_old_file_on_failure(tiny_model, monkeypatch):
         save_checkpoint(tiny_model, student_tensors("G", StudentNet(4, 1)), ModelMeta(ngf=4, n_blocks=1))
     assert tiny_model.read_bytes() == before
     assert [p.name for p in tiny_model.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_export_target_refuses_the_source_a_training_checkpoint_and_a_folder(tiny_model, tmp_path):
+    """Every refusal is the sentence the user reads; a new file, a plain model and a file that is
+    not a model may be written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    src = run / "checkpoint.safetensors"
+    save_checkpoint(src, read_checkpoint(tiny_model).tensors | {"optim.G.0.exp_avg": torch.zeros(2)},
+                    ModelMeta(ngf=4, n_blocks=1, image_size=32))
+    with pytest.raises(OutputError) as e:
+        check_export_target(run, tmp_path)
+    assert str(e.value) == (f"'{tmp_path}' is a folder; give the model's file name, e.g. "
+                            f"'{tmp_path / 'model.safetensors'}'.")
+    for target in (src, run / ".." / "run" / "checkpoint.safetensors"):
+        with pytest.raises(OutputError) as e:
+            check_export_target(run, target)  # the run folder resolves to the file being read
+        assert str(e.value) == (
+            f"Refusing to export '{src}' onto itself: that would replace the training checkpoint "
+            "(weights, Adam and RNG state) with the compact model. Choose another output file.")
+    with pytest.raises(OutputError) as e:
+        check_export_target(tiny_model, src)
+    assert str(e.value) == (
+        f"'{src}' is a training checkpoint (it holds the optimizer state --resume needs); "
+        "exporting onto it would destroy that. Choose another output file.")
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("not a model")
+    for target in (tmp_path / "new.safetensors", tiny_model, notes):
+        assert check_export_target(src, target) is None
+
+
+# --- metadata rules, one field at a time (before any network is built from them) -----------------
+BAD_META = [
+    ([1], "has unreadable metadata (a list, not a table)."),
+    ({"ngf": True}, "has invalid metadata: ngf must be a whole number, got True."),
+    ({"n_blocks": 1.0}, "has invalid metadata: n_blocks must be a whole number, got 1.0."),
+    ({"ngf": 0}, "has invalid metadata: ngf=0 is outside 1..256."),
+    ({"ngf": 257}, "has invalid metadata: ngf=257 is outside 1..256."),
+    ({"n_blocks": -1}, "has invalid metadata: n_blocks=-1 is outside 0..32."),
+    ({"n_blocks": 33}, "has invalid metadata: n_blocks=33 is outside 0..32."),
+    ({"image_size": 12}, "has invalid metadata: image_size=12 is outside 16..1024."),
+    ({"image_size": 1028}, "has invalid metadata: image_size=1028 is outside 16..1024."),
+    ({"step": -1}, "has invalid metadata: step=-1 is outside 0..1000000000000."),
+    ({"epoch": 10**9 + 1}, "has invalid metadata: epoch=1000000001 is outside 0..1000000000."),
+    ({"image_size": 30}, "has invalid metadata: image_size=30 is not divisible by 4 (the student "
+                         "halves it twice)."),
+    ({"data": []}, "has invalid metadata: data must be a table, got list."),
+    ({"extra": "x"}, "has invalid metadata: extra must be a table, got str."),
+    ({"arch": 3}, "has invalid metadata: arch must be text, got 3."),
+    ({"sketchstudio_version": None}, "has invalid metadata: sketchstudio_version must be text, got None."),
+    ({"upsample": "magic"}, "has invalid metadata: upsample='magic'; this SketchStudio knows deconv, resize."),
+    ({"upsample": 3}, "has invalid metadata: upsample=3; this SketchStudio knows deconv, resize."),
+]
+
+
+@pytest.mark.parametrize("meta,message", BAD_META, ids=[m for _, m in BAD_META])
+def test_each_bad_metadata_field_is_named_with_its_rule(meta, message):
+    with pytest.raises(CheckpointError) as e:
+        validate_meta(meta, "m.safetensors")
+    assert str(e.value) == f"'m.safetensors' {message}"
+
+
+def test_metadata_at_the_limits_is_accepted_and_unknown_fields_ignored():
+    edge = {"ngf": 256, "n_blocks": 32, "image_size": 1024, "step": 10**12, "epoch": 10**9,
+            "upsample": "resize", "arch": "kt-student", "data": {"pairs": 3}, "from_the_future": 1}
+    m = validate_meta(edge, "m.safetensors")
+    assert (m.ngf, m.n_blocks, m.image_size, m.step, m.epoch, m.upsample, m.data) == (
+        256, 32, 1024, 10**12, 10**9, "resize", {"pairs": 3})
+    low = validate_meta({"ngf": 1, "n_blocks": 0, "image_size": 16, "step": 0, "epoch": 0}, "m")
+    assert (low.ngf, low.n_blocks, low.image_size) == (1, 0, 16)
+    assert validate_meta({}, "m") == ModelMeta()  # every field has its default
+
+
+# --- the header is checked before anything else is read -------------------------------------------
+def _raw(path, header: object, payload: bytes = b"", n: int | None = None):
+    """A file laid out like safetensors: 8-byte little-endian length, JSON header, payload."""
+    head = header if isinstance(header, bytes) else json.dumps(header).encode()
+    length = len(head) if n is None else n
+    path.write_bytes(length.to_bytes(8, "little") + head + payload)
+    return path
+
+
+def test_a_header_that_fills_the_file_exactly_is_read(tmp_path):
+    entry = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    p = _raw(tmp_path / "m.safetensors", {"w": entry, "__metadata__": {"format": "x"}}, bytes(8))
+    assert read_header(p) == ({"w": entry}, {"format": "x"})
+    assert read_header(_raw(tmp_path / "e.safetensors", {})) == ({}, {})  # the smallest: "{}"
+
+
+@pytest.mark.parametrize("n,extra", [(1, b""), (3, b""), (0, b"")])
+def test_a_header_length_outside_the_file_is_truncated(tmp_path, n, extra):
+    p = _raw(tmp_path / "m.safetensors", b"{}" + extra, n=n)
+    size = p.stat().st_size
+    with pytest.raises(CheckpointError) as e:
+        read_header(p)
+    assert str(e.value) == (f"'m.safetensors' is truncated or not a safetensors model file "
+                            f"({size} bytes, header length {n}).")
+
+
+def test_a_header_longer_than_the_limit_is_refused_unread(tmp_path, monkeypatch):
+    import sketchstudio.checkpoint as ck
+
+    p = _raw(tmp_path / "m.safetensors", {"a": {"shape": [], "data_offsets": [0, 0]}})
+    monkeypatch.setattr(ck, "MAX_HEADER_BYTES", p.stat().st_size - 9)  # one byte short
+    with pytest.raises(CheckpointError, match="truncated or not a safetensors"):
+        read_header(p)
+
+
+def test_pickles_of_every_protocol_and_zipped_torch_files_are_refused(tmp_path):
+    for proto in (2, 3, 4, 5):
+        p = tmp_path / f"p{proto}.pth"
+        p.write_bytes(pickle.dumps({"w": [0.0] * 4}, protocol=proto))
+        with pytest.raises(CheckpointError) as e:
+            read_header(p)
+        assert str(e.value) == (
+            f"'{p.name}' is a pickled PyTorch file. SketchStudio never unpickles model files "
+            "(they can run code); convert it to a .safetensors checkpoint.")
+    z = tmp_path / "z.pt"
+    torch.save({"w": torch.zeros(1)}, z)
+    with pytest.raises(CheckpointError, match="is a pickled PyTorch file"):
+        read_header(z)
+
+
+@pytest.mark.parametrize("header,message", [
+    (b"{not json", "is truncated or not a safetensors model file (unreadable header: "),
+    (b"[1, 2]", "is not a safetensors model file (its header is not a table)."),
+    (b'{"__metadata__": [1]}', "has unreadable metadata (not a table)."),
+    (b'{"w": 3}', "is damaged: the header entry of tensor 'w' is malformed."),
+    (b'{"w": {"shape": 2, "data_offsets": [0, 0]}}', "is damaged: the header entry of tensor 'w' is malformed."),
+    (b'{"w": {"shape": [-1], "data_offsets": [0, 0]}}', "is damaged: the header entry of tensor 'w' is malformed."),
+    (b'{"w": {"shape": [1.5], "data_offsets": [0, 0]}}', "is damaged: the header entry of tensor 'w' is malformed."),
+    (b'{"w": {"shape": [2], "data_offsets": 0}}', "is damaged: the header entry of tensor 'w' is malformed."),
+    (b'{"w": {"shape": [2], "data_offsets": [0]}}', "is damaged: the header entry of tensor 'w' is malformed."),
+    (b'{"w": {"shape": [2], "data_offsets": [0, 8.0]}}', "is damaged: the header entry of tensor 'w' is malformed."),
+])
+def test_each_kind_of_bad_header_has_its_sentence(tmp_path, header, message):
+    p = _raw(tmp_path / "m.safetensors", header)
+    with pytest.raises(CheckpointError) as e:
+        read_header(p)
+    assert str(e.value).startswith(f"'m.safetensors' {message}")
+
+
+def test_a_header_describing_more_bytes_than_the_file_is_truncated(tmp_path):
+    table = {"a": {"shape": [1], "data_offsets": [0, 4]}, "b": {"shape": [2], "data_offsets": [4, 12]}}
+    head = json.dumps(table).encode()
+    p = _raw(tmp_path / "m.safetensors", head, bytes(11))  # the last tensor ends at 12
+    with pytest.raises(CheckpointError) as e:
+        read_header(p)
+    assert str(e.value) == (f"'m.safetensors' is truncated: its header describes {8 + len(head) + 12} "
+                            f"bytes, the file has {8 + len(head) + 11}.")
+    assert read_header(_raw(p, head, bytes(12)))[0] == table
+
+
+def test_an_unreadable_file_says_why(tmp_path):
+    with pytest.raises(CheckpointError) as e:
+        read_header(tmp_path)  # a folder: open() fails
+    assert str(e.value) == f"Cannot read '{tmp_path}': Is a directory"
+
+
+@pytest.mark.parametrize("groups", [None, [], {"F": [{"lr": 1e-3, "betas": [0.5, 0.9]}]}, {"G": []},
+                                    {"G": [{"lr": 1e-3}]}, {"G": [{"betas": [0.5, 0.9]}]}, {"G": ["x"]}])
+def test_optimizer_state_without_usable_settings_cannot_be_resumed(tiny_model, groups):
+    ck = read_checkpoint(tiny_model)
+    if groups is not None:
+        ck.meta.extra["optim_groups"] = groups
+    with pytest.raises(CheckpointError) as e:
+        optim_groups(ck, "G")
+    assert str(e.value) == (
+        f"'{tiny_model}' holds optimizer state for G but not its settings (optim_groups), so it "
+        "cannot be resumed. Start a new run from its weights with --init-from instead.")
+
+
+def test_saved_optimizer_settings_are_returned_per_network(tiny_model):
+    ck = read_checkpoint(tiny_model)
+    g = [{"lr": 1e-3, "betas": [0.5, 0.9]}, {"lr": 2e-3, "betas": [0.0, 0.99]}]
+    ck.meta.extra["optim_groups"] = {"G": g, "F": [{"lr": 5e-4, "betas": [0.5, 0.999]}]}
+    assert optim_groups(ck, "G") == g
+    assert optim_groups(ck, "F")[0]["lr"] == 5e-4
