@@ -337,3 +337,41 @@ def test_isolated_export_failure_is_an_export_error(tiny_model, tmp_path):
     with pytest.raises(ExportError, match="direction"):
         export_fp32_isolated(read_checkpoint(tiny_model), "sideways", tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+@needs_ort
+@pytest.mark.shared
+@pytest.mark.slow
+def test_shipped_model_int8_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs, tmp_path):
+    """Issue 23's acceptance on a few images (the full 100 pairs: ``python -m benchmarks fast
+    --full``): the int8 path of the shipped G, calibrated on CUFS *training* photos, stays within
+    2 grey levels (mean absolute) and 0.003 FSIM of fp32 torch on 3 CUHK test photos. Reporting
+    only: nothing is chosen on them."""
+    from sketchstudio.checkpoint import build_student
+    from sketchstudio.imaging import load_image, to_image, to_tensor
+    from sketchstudio.metrics.fsim import fsim_gray
+    from sketchstudio.resources import default_model_path
+
+    model = default_model_path()
+    if model is None:
+        pytest.skip("the shipped default model is not installed")
+    ckpt = read_checkpoint(model)
+    net = build_student(ckpt, G)
+    t = Tuner(ckpt, G, net, cache_root=tmp_path, threads=torch.get_num_threads(),
+              calibration_dir=cufs / "train")
+    runner = t.load("onnx-int8")
+    photos = sorted((cufs / "test" / "photos").glob("cuhk_*"))[:3]
+    assert len(photos) == 3
+    diffs, d_fsim = [], []
+    for p in photos:
+        img, truth = load_image(p), load_image(cufs / "test" / "sketches" / p.name)
+        h, w = img.shape[:2]
+        x = to_tensor(img, int(ckpt.meta.image_size))
+        with torch.inference_mode():
+            ref = net(x)
+        y = torch.from_numpy(runner(x.numpy()))
+        diffs.append(grey_level_diff(ref, y))
+        d_fsim.append(fsim_gray(to_image(y, w, h), truth) - fsim_gray(to_image(ref, w, h), truth))
+    assert np.mean(diffs) <= PARITY_MAX_GREY, diffs
+    assert abs(np.mean(d_fsim)) <= 0.003, d_fsim
