@@ -83,11 +83,14 @@ def test_two_processes_indexing_one_gallery_leave_one_consistent_cache(tmp_path,
         for p in procs:
             p.start()
         caplog.clear()
-        while any(p.is_alive() for p in procs):  # a reader without the lock, meanwhile
-            GalleryIndex.open(gallery, SETTINGS, cache_root=cache)
+        deadline = time.monotonic() + 120  # bounds a hang (a forked child stuck on a lock)
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            GalleryIndex.open(gallery, SETTINGS, cache_root=cache)  # a reader without the lock
             time.sleep(0.005)
         for p in procs:
-            p.join(60)
+            p.join(5)
+            if p.is_alive():
+                p.kill()
         assert "Ignoring" not in caplog.text and "keeps changing" not in caplog.text, r
         out = [results.get(timeout=5) for _ in procs]
         assert [o[0] for o in out] == ["ok", "ok"], out
@@ -96,7 +99,7 @@ def test_two_processes_indexing_one_gallery_leave_one_consistent_cache(tmp_path,
 
 
 # --- the same logic, deterministically ----------------------------------------------------------
-def test_an_update_waits_for_the_lock_holder_then_starts_from_its_index(tmp_path):
+def test_an_update_waits_for_the_lock_holder_then_starts_from_its_index(tmp_path, caplog):
     """Another process holds the lock and saves its index; our update (opened before that save)
     waits until the lock is released, then reuses the saved rows instead of writing its own."""
     from sketchstudio.filelock import FileLock
@@ -116,8 +119,12 @@ def test_an_update_waits_for_the_lock_holder_then_starts_from_its_index(tmp_path
 
     t = threading.Thread(target=run)
     t.start()
-    t.join(0.5)
-    assert t.is_alive() and not calls, "the update did not wait for the lock holder"
+    deadline = time.monotonic() + 60
+    while "being updated by another process" not in caplog.text and t.is_alive() \
+            and time.monotonic() < deadline:  # until the update says it is waiting
+        time.sleep(0.01)
+    assert "being updated by another process" in caplog.text, "it did not wait for the holder"
+    assert t.is_alive() and not calls
     holder.release()
     t.join(10)
     assert not t.is_alive()
