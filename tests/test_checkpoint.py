@@ -329,3 +329,72 @@ def test_saved_optimizer_settings_are_returned_per_network(tiny_model):
     ck.meta.extra["optim_groups"] = {"G": g, "F": [{"lr": 5e-4, "betas": [0.5, 0.999]}]}
     assert optim_groups(ck, "G") == g
     assert optim_groups(ck, "F")[0]["lr"] == 5e-4
+
+
+# --- read_checkpoint: the file as a whole ------------------------------------------------------
+def _write(path, tensors, meta: str | None = '{"ngf": 4, "n_blocks": 1}', version: str = "1"):
+    """A safetensors file with SketchStudio's header fields, whatever they say."""
+    from safetensors.torch import save as st_save
+
+    md = {"format": "sketchstudio", "format_version": version} | ({"meta": meta} if meta else {})
+    path.write_bytes(st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=md))
+    return path
+
+
+@pytest.mark.parametrize("version,meta,tensors,message", [
+    ("2", '{"ngf": 4}', "G", "has format version '2'; this SketchStudio reads version 1. Update the app."),
+    ("1", None, "G", "has unreadable metadata ('meta')."),
+    ("1", "{bad", "G", "has unreadable metadata (Expecting property name enclosed in double quotes: "
+                       "line 1 column 2 (char 1))."),
+    ("1", '{"ngf": 4, "n_blocks": 1}', "scales", "holds neither G (photo→sketch) nor F (sketch→photo) "
+                                                 "weights."),
+])
+def test_each_unusable_model_file_has_its_sentence(tmp_path, version, meta, tensors, message):
+    t = (student_tensors("G", StudentNet(4, 1)) if tensors == "G"
+         else {"teacher_scale.relu1_1": torch.ones(64)})
+    p = _write(tmp_path / "m.safetensors", t, meta, version)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(p)
+    assert str(e.value) == f"'m.safetensors' {message}"
+
+
+def test_an_oversized_file_is_refused_by_its_size(tiny_model, monkeypatch):
+    import sketchstudio.checkpoint as ck
+
+    size = tiny_model.stat().st_size
+    monkeypatch.setattr(ck, "MAX_FILE_BYTES", size)
+    assert read_checkpoint(tiny_model).directions  # at the limit: read
+    monkeypatch.setattr(ck, "MAX_FILE_BYTES", size - 1)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(tiny_model)
+    assert str(e.value) == f"'tiny.safetensors' is {size / 2**30:.1f} GB, too large to be a SketchStudio model."
+
+
+def test_nan_weights_load_when_the_finite_check_is_off(tmp_path):
+    t = student_tensors("G", StudentNet(4, 1))
+    t["G.IC.1.weight"][0, 0, 0, 0] = float("nan")
+    ck = read_checkpoint(_write(tmp_path / "m.safetensors", t), check_finite=False)
+    assert torch.isnan(ck.tensors["G.IC.1.weight"][0, 0, 0, 0])
+
+
+def test_shape_mismatches_list_three_of_each_kind(tmp_path):
+    """The message names up to three missing, unexpected and wrong-shaped weights, "…" after a
+    third, for G, F and their weight averages alike."""
+    good = student_tensors("G", StudentNet(4, 1))
+    names = sorted(good)
+    t = {k: v for k, v in good.items() if k not in names[:3]}  # three missing: no "…"
+    t |= {f"G.extra.w{i}": torch.zeros(1) for i in range(4)}  # four unexpected: "…"
+    t[names[5]] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(_write(tmp_path / "m.safetensors", t))
+    short = [n.removeprefix("G.") for n in names]
+    assert str(e.value) == (
+        "'m.safetensors' does not match the kt-student architecture with ngf=4, n_blocks=1, "
+        f"upsample=deconv its metadata describes (G weights: missing {', '.join(short[:3])}; "
+        "unexpected extra.w0, extra.w1, extra.w2…; "
+        f"wrong shapes {short[5]}: (1,) vs {tuple(good[names[5]].shape)}). "
+        "It was made by another model or version.")
+    ema = good | {f"ema.{k}": v.clone() for k, v in good.items() if k not in names[:4]}
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(_write(tmp_path / "e.safetensors", ema))
+    assert f"(ema.G weights: missing {', '.join(short[:3])}…)" in str(e.value)
