@@ -6,6 +6,7 @@ in the Match view.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 import pytest
@@ -161,3 +162,37 @@ def test_the_match_view_lists_why_no_gallery_image_could_be_used(qtbot, match_vi
 def test_gui_tests_collect_qt_garbage(request):
     """Every test here runs with the shared GC fixture (see conftest.collect_qt_garbage)."""
     assert "collect_qt_garbage" in request.fixturenames
+
+
+def test_the_match_view_says_it_waits_for_another_process_indexing_the_gallery(
+        qtbot, match_view, tmp_path):
+    """Another process holds the gallery index's lock: the view says whom it waits for, Cancel
+    stops the wait, and once the lock is free the gallery is indexed as usual."""
+    from sketchstudio.filelock import FileLock
+    from sketchstudio.match import MatchConfig, Matcher
+    from sketchstudio.match.index import LOCK_NAME, GalleryIndex
+
+    g = tmp_path / "g"
+    g.mkdir()
+    for i in range(3):
+        Image.fromarray(face_like(i, 200, 250)).save(g / f"p{i}.png")
+    settings = Matcher(MatchConfig(method="nlda", aligned=True)).index_settings()
+    idx = GalleryIndex.open(g, settings, cache_root=tmp_path / "cache")  # the view's cache
+    idx._make_cache_dir()
+    other = FileLock(idx.cache_dir / LOCK_NAME)
+    other.acquire()  # as another process would hold it (a separate open file: a real flock)
+    try:
+        match_view.set_gallery(g)
+        qtbot.waitUntil(lambda: "Waiting for another SketchStudio process" in
+                        match_view.status.text(), timeout=WAIT)
+        assert f"PID {os.getpid()}" in match_view.status.text() and match_view.indexing
+        with qtbot.waitSignal(match_view.index_stopped, timeout=WAIT) as b:
+            match_view.cancel_index()
+        assert "while another process was indexing this gallery" in b.args[0]
+        match_view.start_index()
+        qtbot.waitUntil(lambda: "Waiting for another" in match_view.status.text(), timeout=WAIT)
+    finally:
+        other.release()
+    with qtbot.waitSignal(match_view.gallery_ready, timeout=WAIT) as b:
+        pass
+    assert b.args[0].n_faces == 3

@@ -183,6 +183,7 @@ class MatchView(QWidget):
             self._index.connect(w.index)
             self._query.connect(w.query)
             w.progress.connect(self._progress)
+            w.index_waiting.connect(self._index_waiting)
             w.indexed.connect(self._indexed)
             w.index_cancelled.connect(self._index_cancelled)
             w.index_failed.connect(self._index_failed)
@@ -298,6 +299,12 @@ class MatchView(QWidget):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
         self.status.setText(f"Indexing {done} of {total}: {name}")
+
+    def _index_waiting(self, job: int, holder: str) -> None:
+        if job == self._index_job:
+            self.status.setText(f"Waiting for another SketchStudio process that is indexing this "
+                                f"gallery ({holder}); its work will be reused. Cancel stops "
+                                "waiting.")
 
     def _index_finished(self) -> None:
         self.indexing = False

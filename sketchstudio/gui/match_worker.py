@@ -64,6 +64,7 @@ class MatchResults:
 
 class MatchWorker(QObject):
     progress = Signal(int, int, int, str)  # job, done, total, file
+    index_waiting = Signal(int, str)  # job, who holds the gallery's index (another process)
     indexed = Signal(object)  # IndexSummary
     index_cancelled = Signal(int, str)  # job, message
     index_failed = Signal(int, str, str)  # job, message, detail
@@ -116,7 +117,8 @@ class MatchWorker(QObject):
             m = self._get_matcher(opts, translator)
             idx, stats = m.index(gallery,
                                  progress=lambda d, t, p: self.progress.emit(job, d, t, p),
-                                 cancel=self._cancel.is_set)
+                                 cancel=self._cancel.is_set,
+                                 waiting=lambda holder: self.index_waiting.emit(job, holder))
             idx.require_faces()
         except EmptyGalleryError as exc:  # the files it could not use go into the details
             self._index, self._index_key = None, None

@@ -66,6 +66,8 @@ ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
 #: features(path) -> vector; raises ImageError / NoFaceFoundError for problem files
 ExtractFn = Callable[[Path], np.ndarray]
+#: waiting(holder): another process is updating this index; called once, before the wait
+WaitFn = Callable[[str], None]
 
 
 class IndexCancelled(SketchStudioError):
@@ -227,7 +229,7 @@ class GalleryIndex:
             os.chmod(d, 0o700)
 
     @contextlib.contextmanager
-    def _locked(self, cancel: CancelFn | None):
+    def _locked(self, cancel: CancelFn | None, waiting: WaitFn | None = None):
         """Hold the cache folder's lock: wait (cancellably) while another process updates this
         index, then start from what it saved. A stale lock (its process is gone) is taken over."""
         self._make_cache_dir()
@@ -236,6 +238,8 @@ class GalleryIndex:
         def busy(holder: str) -> None:
             log.warning("Gallery index %s is being updated by another process (%s); waiting for "
                         "it, then reusing its work.", self.cache_dir, holder or "unknown process")
+            if waiting is not None:
+                waiting(holder or "unknown process")
 
         previous = lock.wait(cancel, busy, LOCK_POLL_S)
         if previous is None:
@@ -273,14 +277,15 @@ class GalleryIndex:
 
     # ----------------------------------------------------------------------------------------
     def update(self, extract: ExtractFn, progress: ProgressFn | None = None,
-               cancel: CancelFn | None = None) -> IndexStats:
+               cancel: CancelFn | None = None, waiting: WaitFn | None = None) -> IndexStats:
         """Bring the index in line with the folder; compute features only where needed.
 
         ``cancel()`` is checked before every file that needs work; on cancel the work done so far
         is saved and :class:`IndexCancelled` is raised. The whole update holds the cache lock
-        (waiting for another process's update first, see the module docstring).
+        (waiting for another process's update first, see the module docstring; ``waiting`` is
+        told whom it waits for, so a front end can show it).
         """
-        with self._locked(cancel):
+        with self._locked(cancel, waiting):
             return self._update(extract, progress, cancel)
 
     def _update(self, extract: ExtractFn, progress: ProgressFn | None,

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..imaging import load_image
 from ..metrics.recognition import cosine_scores, l2_normalise
 from ..vocab import PHOTO2SKETCH, SKETCH2PHOTO
-from .index import CancelFn, GalleryIndex, IndexStats, Problem, ProgressFn
+from .index import CancelFn, GalleryIndex, IndexStats, Problem, ProgressFn, WaitFn
 from .spaces import (
     DEFAULT_METHOD,
     METHODS,
@@ -168,10 +168,12 @@ class Matcher:
         return self.features.extract(crop)
 
     def index(self, gallery: str | os.PathLike[str], progress: ProgressFn | None = None,
-              cancel: CancelFn | None = None) -> tuple[GalleryIndex, IndexStats]:
-        """Open the cached index of ``gallery`` and bring it up to date."""
+              cancel: CancelFn | None = None,
+              waiting: WaitFn | None = None) -> tuple[GalleryIndex, IndexStats]:
+        """Open the cached index of ``gallery`` and bring it up to date (``waiting``: see
+        :meth:`GalleryIndex.update`)."""
         idx = GalleryIndex.open(gallery, self.index_settings(), self.config.cache_dir)
-        stats = idx.update(self.gallery_feature, progress=progress, cancel=cancel)
+        stats = idx.update(self.gallery_feature, progress=progress, cancel=cancel, waiting=waiting)
         return idx, stats
 
     # ----------------------------------------------------------------------------------------
