@@ -1,12 +1,15 @@
 """Run every ``benchmarks/bench_*.py`` module's ``run()`` and print the rows as one table.
 
 A row is a dict with ``name`` and either ``ms`` or ``value`` + ``unit``; any other keys are
-printed as notes. ``python -m benchmarks core align`` runs only the named modules.
+printed as notes. ``python -m benchmarks core align`` runs only the named modules; ``--full`` sets
+``SKETCHSTUDIO_BENCH_FULL=1`` for the modules that have a longer, complete variant (``fast``: the
+quality parity on all CUHK test pairs).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -25,6 +28,9 @@ def _fmt(row: dict) -> tuple[str, str, str, str]:
 
 
 def main(argv: list[str]) -> int:
+    if "--full" in argv:
+        argv = [a for a in argv if a != "--full"]
+        os.environ["SKETCHSTUDIO_BENCH_FULL"] = "1"
     here = Path(__file__).parent
     names = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
     if argv:
