@@ -78,9 +78,10 @@ class FileLock:
         else:  # pragma: no cover - someone keeps replacing the file
             raise SketchStudioError(f"Cannot lock '{self.path}': it keeps changing.")
         previous = _read(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}, since "
-                      f"{datetime.now(UTC).isoformat(timespec='seconds')}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # the flock is the lock; the name is a courtesy that a
+            os.ftruncate(fd, 0)  # full disk may refuse (the caller's own write then says so)
+            os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}, since "
+                          f"{datetime.now(UTC).isoformat(timespec='seconds')}\n".encode(), 0)
         self._fd = fd
         return previous
 

@@ -214,6 +214,24 @@ def test_the_file_lock_names_its_holder_and_refuses_a_second_taker(tmp_path):
     assert not b.held
 
 
+def test_a_full_disk_does_not_stop_the_lock(tmp_path, monkeypatch):
+    """Writing the holder's name needs a data block that a full disk refuses; the flock itself
+    does not, so the lock is still taken (and the caller's own write reports the full disk)."""
+    import errno
+
+    import sketchstudio.filelock as filelock
+
+    def enospc(*_a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filelock.os, "pwrite", enospc)
+    lock = filelock.FileLock(tmp_path / "x.lock")
+    assert lock.acquire() == "" and lock.held
+    with pytest.raises(filelock.LockBusyError):
+        filelock.FileLock(tmp_path / "x.lock").acquire()
+    lock.release()
+
+
 # --- an empty gallery ---------------------------------------------------------------------------
 def _cli(tmp_path: Path, gallery: Path, query: Path) -> int:
     return match_cli.main(["--gallery", str(gallery), str(query), "--aligned", "--compare", "raw",
