@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -250,8 +251,8 @@ def _cuhk_pairs() -> list[tuple[Path, Path]]:
 
 
 def parity_samples(ckpt, cache: Path, calib_dir: Path | None, threads: int,
-                   pairs: list[tuple[Path, Path]], directions: tuple[str, ...] = (G, F)
-                   ) -> list[dict]:
+                   pairs: list[tuple[Path, Path]], directions: tuple[str, ...] = (G, F),
+                   on_sample: Callable[[dict], None] | None = None) -> list[dict]:
     """Per image and direction: fp32 torch's FSIM and each exported path's FSIM and grey-level
     differences from fp32 torch. Separate from the aggregation so that a slow machine can split
     the 100 pairs over several processes (``--shard i/n`` of :func:`main_shard`)."""
@@ -298,6 +299,8 @@ def parity_samples(ckpt, cache: Path, calib_dir: Path | None, threads: int,
                 rec[name] = {"fsim": fsim_gray(shown, gt), "grey": grey_level_diff(ref, y),
                              "grey_shown": float(np.abs(shown.astype(np.int16) - ref_img).mean())}
             out.append(rec)
+            if on_sample is not None:
+                on_sample(rec)
     return out
 
 
@@ -402,20 +405,25 @@ def run_full() -> list[dict]:
                                        torch.get_num_threads())
 
 
-def main_shard(shard: str, cache: str, out: str) -> None:
-    """``--shard i/n``: parity samples of every n-th CUHK pair from the i-th, as JSON in ``out``
-    (several processes on a starved machine; :func:`parity_rows` merges their files)."""
+def main_shard(shard: str, cache: str, out: str, directions: tuple[str, ...] = (G, F)) -> None:
+    """Parity samples of every n-th CUHK pair from the i-th (``shard="i/n"``), one JSON line per
+    image appended to ``out`` as it is measured (several processes on a starved machine, and
+    partial results survive a stop; :func:`parity_rows` merges the lines)."""
     import json
 
     from sketchstudio.checkpoint import read_checkpoint
 
     i, n = (int(v) for v in shard.split("/"))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, open(out, "a") as fh:
         model, _ = _model(Path(tmp))
         calib_dir = CUFS / "train" if (CUFS / "train" / "photos").is_dir() else None
-        samples = parity_samples(read_checkpoint(model), Path(cache), calib_dir,
-                                 torch.get_num_threads(), _cuhk_pairs()[i::n])
-    Path(out).write_text(json.dumps(samples))
+
+        def write(rec: dict) -> None:
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+
+        parity_samples(read_checkpoint(model), Path(cache), calib_dir, torch.get_num_threads(),
+                       _cuhk_pairs()[i::n], directions, on_sample=write)
 
 if __name__ == "__main__":
     from benchmarks.__main__ import main

@@ -294,7 +294,10 @@ def test_cached_mode_never_exports_in_the_background(tiny_model, tmp_path):
     assert not (tmp_path / "fast").exists() or not any((tmp_path / "fast").rglob("*.onnx"))
 
 
-def test_exit_waits_for_a_running_export():
+def test_exit_waits_for_a_running_export(monkeypatch):
+    from sketchstudio.runtime import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_STOPPING", threading.Event())  # this process goes on
     done, go = threading.Event(), threading.Event()
     t = threading.Thread(target=lambda: (go.wait(0.2), done.set()), name="fast-path-x", daemon=True)
     fastpath._RUNNING.add(t)
@@ -375,3 +378,33 @@ def test_shipped_model_int8_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs
         d_fsim.append(fsim_gray(to_image(y, w, h), truth) - fsim_gray(to_image(ref, w, h), truth))
     assert np.mean(diffs) <= PARITY_MAX_GREY, diffs
     assert abs(np.mean(d_fsim)) <= 0.003, d_fsim
+
+
+def test_exit_kills_a_running_export_child(tiny_model, tmp_path, monkeypatch):
+    """At exit the export child is killed instead of waited for (an export of the shipped model
+    takes minutes on a laptop); no half model is left and no new child starts."""
+    import time
+
+    from sketchstudio.runtime import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_STOPPING", threading.Event())
+    errors: list[BaseException] = []
+
+    def export() -> None:
+        try:
+            onnx_export.export_fp32_isolated(read_checkpoint(tiny_model), G, tmp_path / "m.onnx")
+        except onnx_export.ExportError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=export)
+    t.start()
+    deadline = time.monotonic() + WAIT_S
+    while not onnx_export._CHILDREN and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert onnx_export._CHILDREN, "the child never started"
+    onnx_export.stop_children()  # what _finish_tuning does first
+    t.join(60)
+    assert not t.is_alive() and errors and "exiting" in str(errors[0])
+    assert not (tmp_path / "m.onnx").exists() and not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(onnx_export.ExportError, match="exiting"):
+        onnx_export.export_fp32_isolated(read_checkpoint(tiny_model), G, tmp_path / "n.onnx")

@@ -205,6 +205,28 @@ def test_warm_up_runs_at_load_off_the_ui_thread(qtbot, window, tiny_model, monke
     assert r.translator is tr  # the warmed-up one, not a new load
 
 
+def test_warm_up_gives_way_to_a_queued_translation(qtbot, window, tiny_model, monkeypatch):
+    """An image given with the model (command line, a drop during the load) is translated first:
+    the warm-up would only delay it."""
+    from sketchstudio.engine import Translator
+
+    blanks: list[bool] = []
+    real = Translator.translate
+
+    def spy(self, img, direction, **kw):
+        blanks.append(bool((img == 128).all()))  # the warm-up's grey image
+        return real(self, img, direction, **kw)
+
+    monkeypatch.setattr(Translator, "translate", spy)
+    window.ctx.load_model(str(tiny_model))
+    seq = window.ctx.next_seq()  # queued behind the load, as SelfTest and `sketchstudio IMAGE` do
+    window.translate_view._pending = seq
+    with qtbot.waitSignal(window.ctx.translated, timeout=WAIT):
+        window.ctx.translate(TranslateRequest(seq=seq, source=face_like(3), direction=PHOTO2SKETCH,
+                                              align=False, name="t"))
+    assert blanks and not any(blanks)
+
+
 # ------------------------------------------------------------------------------------------------
 def test_training_and_translation_split_the_threads(qtbot, window, tiny_model, tmp_path,
                                                     monkeypatch):

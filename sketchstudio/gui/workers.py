@@ -211,6 +211,8 @@ class TranslateWorker(QObject):
         self.latest_seq = 0
         #: intra-op threads for translations (the app's thread budget); set from the UI thread
         self.threads: int | None = None
+        #: the newest request this thread has taken up: latest_seq beyond it means one is queued
+        self._taken_seq = 0
 
     @Slot(str, str, str, bool)
     def load_model(self, path: str, device: str, teacher_path: str, is_default: bool) -> None:
@@ -234,10 +236,9 @@ class TranslateWorker(QObject):
                          load_ms=(time.perf_counter() - t0) * 1e3, metrics=dict(m.metrics or {}))
         log.info("Model %s loaded on %s in %.0f ms", info.path, info.device_name, info.load_ms)
         tr.set_threads(self.threads)
-        seq = self.latest_seq
         self.model_loaded.emit(info, tr)
         self._start_fast_paths(tr)
-        self._warm_up(tr, seq)
+        self._warm_up(tr)
 
     def _start_fast_paths(self, tr: Any) -> None:
         """Start the fast-path decision now, on its own thread, not after the first slow
@@ -260,18 +261,19 @@ class TranslateWorker(QObject):
         if tr is self.translator:
             self.prepared.emit(tr.describe, note)
 
-    def _warm_up(self, tr: Any, seq: int) -> None:
+    def _warm_up(self, tr: Any) -> None:
         """One throw-away forward per direction right after loading, in this (compute) thread:
         the first forward of a network pays for memory and kernel set-up, and the user's first
-        translation should not. Skipped as soon as the user has asked for a translation (that
-        one warms up the network it needs); alignment models load on the first translation."""
+        translation should not. Skipped as soon as a translation is queued (an image given on
+        the command line, a drop during the load): that one warms up the network it needs.
+        Alignment models load on the first translation."""
         import numpy as np
 
         s = int(tr.image_size)
         blank = np.full((s, s, 3), 128, np.uint8)
         t0 = time.perf_counter()
         for d in tr.directions:
-            if self.latest_seq != seq or tr is not self.translator:
+            if self.latest_seq > self._taken_seq or tr is not self.translator:
                 return
             self.preparing.emit(f"Warming up the model ({DIRECTION_LABELS.get(d, d)})…")
             try:
@@ -288,6 +290,7 @@ class TranslateWorker(QObject):
 
     @Slot(object)
     def translate(self, req: TranslateRequest) -> None:
+        self._taken_seq = max(self._taken_seq, req.seq)
         if req.seq < self.latest_seq:
             return  # superseded while queued (e.g. several eye drags in a row)
         try:

@@ -213,20 +213,53 @@ def can_isolate() -> bool:
     return not getattr(sys, "frozen", False) and bool(sys.executable)
 
 
+#: running children, so that a process that exits can stop them instead of waiting minutes
+_CHILDREN: set[Any] = set()
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def stop_children() -> None:
+    """Kill running export children and refuse new ones (at exit: the app must not wait for a
+    minutes-long export; the child writes only temp files until its final rename, so a kill
+    leaves no half model, and the next start exports again)."""
+    _STOPPING.set()
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for proc in children:
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+
 def _run_child(args: list[str], threads: int) -> None:
     import subprocess
 
     root = str(Path(__file__).resolve().parents[2])  # the folder that holds sketchstudio/
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads)),
                PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    with _CHILDREN_LOCK:
+        if _STOPPING.is_set():
+            raise ExportError("the process is exiting")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "sketchstudio.runtime.onnx_export", *args],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, text=True)
+        except OSError as exc:
+            raise ExportError(f"the export process did not start ({exc})") from exc
+        _CHILDREN.add(proc)
     try:
-        proc = subprocess.run([sys.executable, "-m", "sketchstudio.runtime.onnx_export", *args],
-                              env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ExportError(f"the export process failed ({type(exc).__name__}: {exc})") from exc
+        _, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
+        raise ExportError(f"the export process took over {CHILD_TIMEOUT_S:.0f} s") from exc
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.discard(proc)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        if _STOPPING.is_set():
+            raise ExportError("stopped: the process is exiting")
+        lines = [ln for ln in (err or "").strip().splitlines() if ln.strip()]
         raise ExportError(lines[-1][:300] if lines else f"export process exit status {proc.returncode}")
 
 
