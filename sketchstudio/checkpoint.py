@@ -226,6 +226,25 @@ def expected_shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
+def _mismatch(have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]) -> str:
+    """How weight shapes ``have`` differ from ``want`` (up to three names of each kind), or "".
+
+    One wording for the header check and for :func:`build_student`, which also sees in-memory
+    checkpoints (the trainer's) that no header check has seen.
+    """
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    wrong = [f"{k}: {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]
+
+    def first3(names: list[str]) -> str:
+        return ", ".join(names[:3]) + ("…" if len(names) > 3 else "")
+
+    return "; ".join(part for part in (
+        f"missing {first3(missing)}" if missing else "",
+        f"unexpected {first3(unexpected)}" if unexpected else "",
+        f"wrong shapes {', '.join(wrong[:3])}" if wrong else "") if part)
+
+
 def _check_shapes(header: dict[str, Any], meta: ModelMeta, name: str) -> None:
     """The tensors of G/F (and their weight averages) must be exactly what the metadata says."""
     want = expected_shapes(meta)
@@ -236,15 +255,8 @@ def _check_shapes(header: dict[str, Any], meta: ModelMeta, name: str) -> None:
         have = {k[len(head):]: tuple(v["shape"]) for k, v in header.items() if k.startswith(head)}
         if not have:
             continue
-        missing = sorted(set(want) - set(have))
-        unexpected = sorted(set(have) - set(want))
-        wrong = [f"{k}: {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]
-        if missing or unexpected or wrong:
-            detail = "; ".join(filter(None, [
-                f"missing {', '.join(missing[:3])}" + ("…" if len(missing) > 3 else "") if missing else "",
-                f"unexpected {', '.join(unexpected[:3])}" + ("…" if len(unexpected) > 3 else "")
-                if unexpected else "",
-                f"wrong shapes {', '.join(wrong[:3])}" if wrong else ""]))
+        detail = _mismatch(have, want)
+        if detail:
             raise CheckpointError(
                 f"'{name}' does not match the {ARCH} architecture with {arch} its metadata "
                 f"describes ({prefix} weights: {detail}). It was made by another model or version.")
@@ -316,16 +328,9 @@ def build_student(ckpt: Checkpoint, direction: str) -> StudentNet:
     m = ckpt.meta
     net = StudentNet(ngf=m.ngf, n_blocks=m.n_blocks, upsample=m.upsample)
     sd = ckpt.prefixed(DIRECTIONS[direction])
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = [f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in sd and sd[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        detail = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:3])}" + ("…" if len(missing) > 3 else "") if missing else "",
-            f"unexpected {', '.join(unexpected[:3])}" + ("…" if len(unexpected) > 3 else "") if unexpected else "",
-            f"wrong shapes {', '.join(wrong[:3])}" if wrong else ""]))
+    detail = _mismatch({k: tuple(v.shape) for k, v in sd.items()},
+                       {k: tuple(v.shape) for k, v in net.state_dict().items()})
+    if detail:
         raise CheckpointError(
             f"'{ckpt.path}' does not match the {ARCH} architecture with ngf={m.ngf}, "
             f"n_blocks={m.n_blocks}, upsample={m.upsample} ({detail}). It was made by another model or version.")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sketchstudio.checkpoint import (
+    Checkpoint,
     ModelMeta,
     build_student,
     check_export_target,
@@ -398,3 +399,61 @@ def test_shape_mismatches_list_three_of_each_kind(tmp_path):
     with pytest.raises(CheckpointError) as e:
         read_checkpoint(_write(tmp_path / "e.safetensors", ema))
     assert f"(ema.G weights: missing {', '.join(short[:3])}…)" in str(e.value)
+
+
+def test_build_student_names_what_is_wrong(tiny_model):
+    ck = read_checkpoint(tiny_model)
+    with pytest.raises(CheckpointError) as e:
+        build_student(ck, "photo2photo")
+    assert str(e.value) == "Unknown direction 'photo2photo'; use one of photo2sketch, sketch2photo."
+    g_only = Checkpoint({k: v for k, v in ck.tensors.items() if k.startswith("G.")}, ck.meta, tiny_model)
+    with pytest.raises(CheckpointError) as e:
+        build_student(g_only, "sketch2photo")
+    assert str(e.value) == f"Model '{tiny_model}' has no sketch2photo network (it holds: photo2sketch)."
+    # an in-memory checkpoint (the trainer's) is not shape-checked on reading: build_student is
+    t = student_tensors("G", StudentNet(4, 1, upsample="resize"))
+    want = tuple(t["G.OC.1.weight"].shape)
+    t = {k: v for k, v in t.items() if k != "G.OC.1.bias"} | {"G.x": torch.zeros(1),
+                                                              "G.OC.1.weight": torch.zeros(1)}
+    bad = Checkpoint(t, ModelMeta(ngf=4, n_blocks=1, upsample="resize"), tiny_model)
+    with pytest.raises(CheckpointError) as e:
+        build_student(bad, "photo2sketch")
+    assert str(e.value) == (
+        f"'{tiny_model}' does not match the kt-student architecture with ngf=4, n_blocks=1, "
+        f"upsample=resize (missing OC.1.bias; unexpected x; wrong shapes OC.1.weight: (1,) vs {want}). "
+        "It was made by another model or version.")
+
+
+def test_build_student_loads_half_precision_weights_in_eval_mode(tiny_model, tmp_path):
+    torch.manual_seed(3)
+    net = StudentNet(4, 1, upsample="resize")
+    p = tmp_path / "r.safetensors"
+    save_checkpoint(p, student_tensors("F", net, torch.float16),
+                    ModelMeta(ngf=4, n_blocks=1, image_size=32, upsample="resize"))
+    f = build_student(read_checkpoint(p), "sketch2photo")
+    assert not f.training
+    assert f.OC[1].weight.dtype == torch.float32
+    assert torch.equal(f.OC[1].weight, net.OC[1].weight.half().float())
+
+
+def test_mismatch_lists_up_to_three_of_each_kind_and_nothing_when_all_match():
+    from sketchstudio.checkpoint import _mismatch
+
+    want = {k: (1,) for k in "abcdef"}
+    assert _mismatch(dict(want), want) == ""
+    assert _mismatch({"e": (1,), "f": (1,)}, want) == "missing a, b, c…"  # four missing
+    assert _mismatch(want | {"x": (1,), "y": (1,), "z": (1,)}, want) == "unexpected x, y, z"
+    assert _mismatch({k: (2,) for k in "abcdef"}, want) == (
+        "wrong shapes a: (2,) vs (1,), b: (2,) vs (1,), c: (2,) vs (1,)")
+    assert _mismatch({"a": (2,), "b": (1,), "c": (1,), "d": (1,), "w": (1,)},
+                     {k: (1,) for k in "abcde"}) == "missing e; unexpected w; wrong shapes a: (2,) vs (1,)"
+
+
+def test_an_export_is_stamped_when_it_is_made(tiny_model, tmp_path):
+    ck = read_checkpoint(tiny_model)
+    ck.meta.created = "2020-01-01T00:00:00+00:00"
+    src = save_checkpoint(tmp_path / "old.safetensors", ck.tensors, ck.meta)
+    made = read_checkpoint(export_model(src, tmp_path / "m.safetensors")).meta.created
+    from datetime import datetime
+
+    assert made != "2020-01-01T00:00:00+00:00" and datetime.fromisoformat(made).year >= 2024
