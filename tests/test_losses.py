@@ -169,3 +169,15 @@ def test_cosine_ignores_length_at_any_scale_and_unknown_modes_are_named():
     assert feature_distance(a, -a, "cosine").item() == pytest.approx(2.0)
     with pytest.raises(ValueError, match="unknown feature comparison 'pearson'"):
         feature_distance(a, a, "pearson")
+
+
+def test_adapters_reach_the_tea_term():
+    """A width adapter projects the student's tap before it is compared: IC doubled to 2 against
+    the teacher's 3 costs 1 instead of 4, so the G objective's tea term drops from 15 to 12."""
+    double = torch.nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        double.weight.copy_(2 * torch.eye(2).view(2, 2, 1, 1))
+    args = (torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), _taps(1.0), _taps(1.0), _teacher(3.0),
+            _teacher(2.0), G_TEACHER_PAIRS, True, LossWeights())
+    assert student_objective(*args)[1]["tea"] == pytest.approx(15.0)
+    assert student_objective(*args, adapters={"IC": double})[1]["tea"] == pytest.approx(12.0)
