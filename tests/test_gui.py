@@ -726,7 +726,7 @@ def test_cuda_fallback_note_is_visible(qtbot, window, tiny_model, photo, monkeyp
 
     # no warm-up forward: it runs on the compute thread after the load and, racing the patch
     # below, made a third forward call (the stress loop caught it in 2 of 6 loaded runs)
-    monkeypatch.setattr(gui_workers.TranslateWorker, "_warm_up", lambda self, tr, seq: None)
+    monkeypatch.setattr(gui_workers.TranslateWorker, "_warm_up", lambda *a, **k: None)
     load_model(qtbot, window, tiny_model)
     tr = window.ctx.translator
     calls = fake_gpu_failure(monkeypatch, tr, PHOTO2SKETCH)  # the first G forward fails
