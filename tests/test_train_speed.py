@@ -5,7 +5,8 @@ arithmetic is bounded, and the speed-ups change no number.
   losses and weights of a run without it (with flips, crops and jitter on);
 - the teacher sees each image once per step, the batch as given (flipped or not);
 - a step reads its losses back in one host transfer;
-- the option is a TrainConfig field with its generated flag.
+- freed host memory is kept for reuse while a run lasts and given back after (glibc's malloc);
+- the options are TrainConfig fields with their generated flags.
 """
 
 from __future__ import annotations
@@ -181,8 +182,55 @@ def test_read_losses_is_exactly_float_per_term():
     assert Trainer._read_losses({}) == {}
 
 
-def test_prefetch_is_a_config_option_with_a_flag():
+def test_prefetch_and_memory_are_config_options_with_flags():
     _, cfg = cli.parse_train_args(["--data", "d", "--out", "o"])
-    assert cfg.prefetch is True
-    _, cfg = cli.parse_train_args(["--data", "d", "--out", "o", "--no-prefetch"])
-    assert cfg.prefetch is False
+    assert cfg.prefetch is True and cfg.keep_host_memory is True
+    _, cfg = cli.parse_train_args(["--data", "d", "--out", "o", "--no-prefetch", "--no-keep-host-memory"])
+    assert cfg.prefetch is False and cfg.keep_host_memory is False
+
+
+class _FakeLibc:
+    """Records mallopt/malloc_trim calls instead of changing this process's allocator."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("trim", pad))
+        return 1
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_freed_host_memory_is_kept_during_a_run_and_given_back_after(tiny_pairs, tmp_path,
+                                                                     random_teacher, monkeypatch, keep):
+    from trainer import hostmem
+
+    fake = _FakeLibc()
+    monkeypatch.setattr(hostmem, "_glibc", lambda: fake)
+    during: list[list] = []
+    step_fn = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self, x, y: during.append(list(fake.calls))
+                        or step_fn(self, x, y))
+    Trainer(tiny_config(tiny_pairs, tmp_path / "run", random_teacher, keep_host_memory=keep)).run()
+    kept = [("mallopt", hostmem.M_MMAP_THRESHOLD, hostmem.KEEP_MMAP),
+            ("mallopt", hostmem.M_TRIM_THRESHOLD, hostmem.KEEP_TRIM)]
+    if not keep:
+        assert fake.calls == [] and during == [[]] * 3
+        return
+    assert during == [kept] * 3  # set before the first step, not undone between steps
+    assert fake.calls == kept + [("mallopt", hostmem.M_MMAP_THRESHOLD, hostmem.DEFAULT_MMAP),
+                                 ("mallopt", hostmem.M_TRIM_THRESHOLD, hostmem.DEFAULT_TRIM),
+                                 ("trim", 0)]
+
+
+def test_glibc_accepts_the_thresholds():
+    from trainer import hostmem
+
+    if hostmem._glibc() is None:
+        pytest.skip("not glibc: the option does nothing here")
+    with hostmem.keep_freed_memory(True) as ok:
+        assert ok  # mallopt refuses an mmap threshold above 32 MiB; these are within its limits

@@ -88,6 +88,10 @@ class TrainConfig:
     #: either way: they come from seeded generators, never the global RNG; trainer.prefetch)
     prefetch: bool = _opt(True, "--prefetch", "prepare the next batch in a background thread "
                           "(--no-prefetch: on the training thread)")
+    #: keep freed host memory in the heap between steps instead of giving it back to the system
+    #: (glibc only; trainer.hostmem: about a tenth of a 256² ngf 64 CPU step was page faults)
+    keep_host_memory: bool = _opt(True, "--keep-host-memory", "reuse freed host memory from step "
+                                  "to step (glibc; --no-keep-host-memory: return it to the system)")
     seed: int = _opt(0, "--seed")
     teacher_path: str | None = _opt(None, "--teacher", "VGG-19 weights (.pth/.safetensors); else "
                                     "$SKETCHSTUDIO_TEACHER or torchvision's")

@@ -54,6 +54,7 @@ from .events import (
     TrainEvent,
     ValEvent,
 )
+from .hostmem import keep_freed_memory
 from .losses import F_TEACHER_PAIRS, G_TEACHER_PAIRS, LossWeights, make_adapters, student_terms
 from .prefetch import Inline, Prefetcher
 from .rundir import CHECKPOINT_FILE, CONFIG_FILE, LOSS_LOG, append_row, read_rows, truncate_log
@@ -617,6 +618,10 @@ class Trainer:
                 lock.release()
 
     def _run(self) -> TrainResult:
+        with keep_freed_memory(self.cfg.keep_host_memory):  # trainer.hostmem: no page-fault storm
+            return self._run_kept()
+
+    def _run_kept(self) -> TrainResult:
         self._setup()
         cfg, ctl = self.cfg, self.control
         self._emit(StartEvent(step=self.step, total_steps=self.total_steps,
