@@ -82,8 +82,10 @@ def test_foreign_safetensors_and_missing_direction(tmp_path):
 
     p = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(p))
-    with pytest.raises(CheckpointError, match="not a SketchStudio model"):
+    with pytest.raises(CheckpointError) as e:
         read_checkpoint(p)
+    assert str(e.value) == ("'foreign.safetensors' is a safetensors file but not a SketchStudio model "
+                            "(no SketchStudio metadata).")
     p2 = tmp_path / "g_only.safetensors"
     save_checkpoint(p2, student_tensors("G", StudentNet(4, 1)), ModelMeta(ngf=4, n_blocks=1))
     with pytest.raises(CheckpointError, match="no sketch2photo network"):
@@ -369,6 +371,13 @@ def test_an_oversized_file_is_refused_by_its_size(tiny_model, monkeypatch):
     with pytest.raises(CheckpointError) as e:
         read_checkpoint(tiny_model)
     assert str(e.value) == f"'tiny.safetensors' is {size / 2**30:.1f} GB, too large to be a SketchStudio model."
+    big = tiny_model.with_name("big.safetensors")
+    with big.open("wb") as fh:
+        fh.truncate(5 << 30)  # sparse: 5 GiB long, nothing written
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(big)
+    assert str(e.value) == "'big.safetensors' is 5.0 GB, too large to be a SketchStudio model."
 
 
 def test_nan_weights_load_when_the_finite_check_is_off(tmp_path):
