@@ -347,6 +347,7 @@ def _write(path, tensors, meta: str | None = '{"ngf": 4, "n_blocks": 1}', versio
 @pytest.mark.parametrize("version,meta,tensors,message", [
     ("2", '{"ngf": 4}', "G", "has format version '2'; this SketchStudio reads version 1. Update the app."),
     ("1", None, "G", "has unreadable metadata ('meta')."),
+    ("1", '{"ngf": 0}', "G", "has invalid metadata: ngf=0 is outside 1..256."),
     ("1", "{bad", "G", "has unreadable metadata (Expecting property name enclosed in double quotes: "
                        "line 1 column 2 (char 1))."),
     ("1", '{"ngf": 4, "n_blocks": 1}', "scales", "holds neither G (photo→sketch) nor F (sketch→photo) "
