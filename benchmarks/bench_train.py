@@ -9,7 +9,8 @@ Rows, all from one run (so a busy machine slows every side alike):
   and the step's loss read-out + loss-log row + event (logging/syncs);
 - the whole step as the training loop runs it (``Trainer.run``, the time between two step
   events: batch, both updates, the loss row, the event), with the options as shipped ("after")
-  and as before issue 23 ("before": no prefetch, one host transfer per loss term);
+  and as before issue 23 ("before": no prefetch, one host transfer per loss term, freed host
+  memory given back to the system after each step; trainer.hostmem);
 - the acceptance ratio: whole step / the sum of the parts' bare arithmetic (teachers, G and F
   forward + backward, optimiser steps); ≤ 1.1 is the target;
 - whether channels_last pays for a student's forward + backward (and, with ``--compile``,
@@ -150,7 +151,7 @@ class _Bench:
             if isinstance(e, StepEvent):
                 stamps.append((time.perf_counter(), time.process_time()))
 
-        t = self._trainer(prefetch=not before)
+        t = self._trainer(prefetch=not before, keep_host_memory=not before)
         t.on_event = on_event
         if before:  # the read-out as it was: one float() (one host sync) per loss term
             t._read_losses = lambda terms: {k: float(v) for k, v in terms.items()}
@@ -240,8 +241,8 @@ def measure(size: int = 256, ngf: int = 32, n_blocks: int = 3, device: str = "cp
         wall, cpu = _median(loops[label])
         rows.append({"name": f"KT step {what}, {label}", "ms": wall * 1e3, "cpu_ms": round(cpu * 1e3, 1),
                      "steps": len(loops[label]),
-                     "options": "prefetch, one transfer" if label == "after"
-                     else "no prefetch, one float() per term"})
+                     "options": "prefetch, one transfer, memory kept" if label == "after"
+                     else "no prefetch, one float() per term, memory given back"})
         rows.append({"name": f"KT step / bare arithmetic, {label}", "value": round(wall / arith_wall, 3),
                      "unit": "×", "cpu_ratio": round(cpu / arith_cpu, 3), "target": "≤ 1.1"})
     return rows
@@ -264,11 +265,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--steps", type=int, default=3, help="steps per timed training run (≥ 2)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--layouts-only", action="store_true", help="only the layout/compile rows")
+    ap.add_argument("--no-layouts", action="store_true", help="without the layout/compile rows")
     a = ap.parse_args(argv)
     from benchmarks.__main__ import _fmt
 
     rows = [] if a.layouts_only else measure(a.size, a.ngf, a.blocks, a.device, a.rounds, a.steps)
-    rows += layout_rows(a.size, a.ngf, a.blocks, a.device, compile=a.compile)
+    if not a.no_layouts:
+        rows += layout_rows(a.size, a.ngf, a.blocks, a.device, compile=a.compile)
     for r in rows:
         print(" | ".join(_fmt(r)), flush=True)
     return 0
