@@ -467,3 +467,23 @@ def test_an_export_is_stamped_when_it_is_made(tiny_model, tmp_path):
     from datetime import datetime
 
     assert made != "2020-01-01T00:00:00+00:00" and datetime.fromisoformat(made).year >= 2024
+
+
+def test_a_header_length_whose_second_byte_looks_like_a_pickle_protocol_is_read(tmp_path):
+    """Only 0x80 followed by a protocol number is a pickle: a header of 0x300 bytes starts with
+    00 03 and is an ordinary safetensors file."""
+    entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    base = len(json.dumps({"w": entry, "__metadata__": {"pad": ""}}).encode())
+    header = {"w": entry, "__metadata__": {"pad": "x" * (0x300 - base)}}
+    p = _raw(tmp_path / "m.safetensors", header, bytes(4))
+    assert p.read_bytes()[:2] == b"\x00\x03"
+    assert read_header(p)[0] == {"w": entry}
+
+
+def test_tensors_safetensors_cannot_load_are_a_checkpoint_error(tmp_path):
+    md = {"format": "sketchstudio", "format_version": "1", "meta": '{"ngf": 4, "n_blocks": 1}'}
+    p = _raw(tmp_path / "m.safetensors",
+             {"w": {"dtype": "NOPE", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": md}, bytes(4))
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(p)
+    assert str(e.value).startswith("'m.safetensors' is truncated or not a safetensors model file (Error ")
