@@ -145,11 +145,12 @@ def test_slow_export_at_start_keeps_the_ui_responsive(qtbot, window, tiny_model,
     window.ctx.preparing.connect(shown.append)
     beat = Heartbeat()
     beat.start()
-    with qtbot.waitSignal(window.ctx.engine_changed, timeout=WAIT) as decided:
+    with qtbot.waitSignal(window.ctx.engine_changed, timeout=EXPORT_WAIT_S * 1000) as decided:
         _load(qtbot, window, tiny_model)  # no translation asked for: the export starts anyway
         marks["loaded"] = time.perf_counter()
         qtbot.waitUntil(started.is_set, timeout=WAIT)
-        assert "exporting" in window.prepare_label.text()  # progress, while it runs
+        # progress while it runs (the label follows through a queued signal, hence the wait)
+        qtbot.waitUntil(lambda: "exporting" in window.prepare_label.text(), timeout=WAIT)
         during = _translate(qtbot, window, face_like(1))  # the app still translates meanwhile
         marks["translated"] = time.perf_counter()
         assert not finished.is_set(), "the fake export should still be sleeping"

@@ -238,7 +238,7 @@ class TranslateWorker(QObject):
         tr.set_threads(self.threads)
         self.model_loaded.emit(info, tr)
         self._start_fast_paths(tr)
-        self._warm_up(tr)
+        self._warm_up(tr, self.latest_seq)
 
     def _start_fast_paths(self, tr: Any) -> None:
         """Start the fast-path decision now, on its own thread, not after the first slow
@@ -261,19 +261,20 @@ class TranslateWorker(QObject):
         if tr is self.translator:
             self.prepared.emit(tr.describe, note)
 
-    def _warm_up(self, tr: Any) -> None:
+    def _warm_up(self, tr: Any, seq: int) -> None:
         """One throw-away forward per direction right after loading, in this (compute) thread:
         the first forward of a network pays for memory and kernel set-up, and the user's first
         translation should not. Skipped as soon as a translation is queued (an image given on
         the command line, a drop during the load): that one warms up the network it needs.
-        Alignment models load on the first translation."""
+        Alignment models load on the first translation. ``seq``: the newest request at the end
+        of the load; a newer one, or one not yet taken up, stops the warm-up."""
         import numpy as np
 
         s = int(tr.image_size)
         blank = np.full((s, s, 3), 128, np.uint8)
         t0 = time.perf_counter()
         for d in tr.directions:
-            if self.latest_seq > self._taken_seq or tr is not self.translator:
+            if self.latest_seq != seq or seq > self._taken_seq or tr is not self.translator:
                 return
             self.preparing.emit(f"Warming up the model ({DIRECTION_LABELS.get(d, d)})…")
             try:
