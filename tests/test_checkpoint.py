@@ -469,15 +469,25 @@ def test_an_export_is_stamped_when_it_is_made(tiny_model, tmp_path):
     assert made != "2020-01-01T00:00:00+00:00" and datetime.fromisoformat(made).year >= 2024
 
 
-def test_a_header_length_whose_second_byte_looks_like_a_pickle_protocol_is_read(tmp_path):
-    """Only 0x80 followed by a protocol number is a pickle: a header of 0x300 bytes starts with
-    00 03 and is an ordinary safetensors file."""
+@pytest.mark.parametrize("length", [0x180, 0x300, 0x5880])
+def test_header_lengths_whose_bytes_look_like_pickle_magic_are_read(tmp_path, length):
+    """Only 0x80 followed by a protocol number (2-5) is a pickle: headers of 0x180 bytes (80 01),
+    0x300 (00 03) and 0x5880 (80 58) make ordinary safetensors files."""
     entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
     base = len(json.dumps({"w": entry, "__metadata__": {"pad": ""}}).encode())
-    header = {"w": entry, "__metadata__": {"pad": "x" * (0x300 - base)}}
+    header = {"w": entry, "__metadata__": {"pad": "x" * (length - base)}}
     p = _raw(tmp_path / "m.safetensors", header, bytes(4))
-    assert p.read_bytes()[:2] == b"\x00\x03"
+    assert p.read_bytes()[:2] == length.to_bytes(2, "little")
     assert read_header(p)[0] == {"w": entry}
+
+
+def test_a_file_shorter_than_the_length_field_is_truncated(tmp_path):
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(b"abcde")
+    with pytest.raises(CheckpointError) as e:
+        read_header(p)
+    assert str(e.value) == ("'m.safetensors' is truncated or not a safetensors model file "
+                            "(5 bytes, header length 0).")
 
 
 def test_tensors_safetensors_cannot_load_are_a_checkpoint_error(tmp_path):
