@@ -241,6 +241,8 @@ def test_a_header_that_fills_the_file_exactly_is_read(tmp_path):
     p = _raw(tmp_path / "m.safetensors", {"w": entry, "__metadata__": {"format": "x"}}, bytes(8))
     assert read_header(p) == ({"w": entry}, {"format": "x"})
     assert read_header(_raw(tmp_path / "e.safetensors", {})) == ({}, {})  # the smallest: "{}"
+    empty = {"dtype": "F32", "shape": [0, 3], "data_offsets": [0, 0]}  # a legal zero-size tensor
+    assert read_header(_raw(tmp_path / "z.safetensors", {"z": empty}))[0] == {"z": empty}
 
 
 @pytest.mark.parametrize("n,extra", [(1, b""), (3, b""), (0, b"")])
