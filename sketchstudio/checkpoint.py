@@ -26,7 +26,7 @@ from . import __version__
 from .errors import CheckpointError, OutputError
 from .fsutil import atomic_write_bytes
 from .models.student import StudentNet
-from .vocab import CHECKPOINT_NAMES, DIRECTION_NET
+from .vocab import CHECKPOINT_NAMES, DIRECTION_NET, UPSAMPLE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -202,18 +202,10 @@ def validate_meta(d: Any, name: str) -> ModelMeta:
     for key in META_STRS:
         if key in d and not isinstance(d[key], str):
             raise CheckpointError(f"'{name}' has invalid metadata: {key} must be text, got {d[key]!r}.")
-    if "upsample" in d:
-        modes = _upsample_modes()
-        if not isinstance(d["upsample"], str) or d["upsample"] not in modes:
-            raise CheckpointError(f"'{name}' has invalid metadata: upsample={d['upsample']!r}; this "
-                                  f"SketchStudio knows {', '.join(modes)}.")
+    if "upsample" in d and (not isinstance(d["upsample"], str) or d["upsample"] not in UPSAMPLE_MODES):
+        raise CheckpointError(f"'{name}' has invalid metadata: upsample={d['upsample']!r}; this "
+                              f"SketchStudio knows {', '.join(UPSAMPLE_MODES)}.")
     return ModelMeta.from_dict(d)
-
-
-def _upsample_modes() -> tuple[str, ...]:
-    from .models import student
-
-    return tuple(getattr(student, "UPSAMPLE_MODES", ("deconv",)))
 
 
 def expected_shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
