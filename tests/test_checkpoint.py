@@ -469,6 +469,7 @@ def test_an_export_is_stamped_when_it_is_made(tiny_model, tmp_path):
     from datetime import datetime
 
     assert made != "2020-01-01T00:00:00+00:00" and datetime.fromisoformat(made).year >= 2024
+    assert made.endswith("+00:00")  # UTC, with its offset: comparable across machines
 
 
 @pytest.mark.parametrize("length", [0x180, 0x300, 0x5880])
