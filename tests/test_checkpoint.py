@@ -501,3 +501,8 @@ def test_tensors_safetensors_cannot_load_are_a_checkpoint_error(tmp_path):
         read_checkpoint(p)
     assert str(e.value).startswith("'m.safetensors' is truncated or not a safetensors model file (Error ")
 
+
+def test_f_weights_are_shape_checked_on_reading_too(tmp_path):
+    t = student_tensors("G", StudentNet(4, 1)) | student_tensors("F", StudentNet(8, 1))
+    with pytest.raises(CheckpointError, match=r"\(F weights: wrong shapes "):
+        read_checkpoint(_write(tmp_path / "m.safetensors", t))
