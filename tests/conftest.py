@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,20 @@ def tiny_model(tmp_path, random_teacher) -> Path:
     save_checkpoint(path, student_tensors("G", g) | student_tensors("F", f),
                     ModelMeta(ngf=4, n_blocks=1, image_size=32))
     return path
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str):
+    """A real tmpfs of ``size`` (e.g. "256k", "2m") at ``where``, for disk-full tests on a real
+    file system; skips the test where mounting is not possible (not root, no mount rights)."""
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -11,28 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 
+from tests.conftest import mounted_tmpfs
 from tests.test_cli import _train_args
 from trainer import cli
 
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(mnt, leave: int) -> None:

@@ -36,7 +36,7 @@ from sketchstudio.errors import CheckpointError, ConfigError
 from sketchstudio.fsutil import atomic_write_bytes
 from sketchstudio.imaging import save_image
 from sketchstudio.models import StudentNet
-from tests.conftest import face_like, tiny_config
+from tests.conftest import face_like, mounted_tmpfs, tiny_config
 from trainer import cli as train_cli
 from trainer.loop import LOSS_LOG, Trainer
 
@@ -201,18 +201,8 @@ def test_a_full_disk_stops_the_translate_batch_cleanly(tiny_model, tmp_path, mon
 @pytest.fixture
 def small_fs(tmp_path):
     """A real 256 kB tmpfs (needs root and mount); skips elsewhere, the injected tests still run."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_real_full_filesystem_gives_the_message_not_a_traceback(small_fs, tiny_model, tmp_path,
