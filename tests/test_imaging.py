@@ -12,6 +12,7 @@ from PIL import Image
 from sketchstudio import imaging
 from sketchstudio.errors import ImageError, OutputError
 from sketchstudio.imaging import (
+    array_to_tensor,
     load_image,
     looks_like_sketch,
     save_image,
@@ -69,6 +70,30 @@ def test_tensor_round_trip_and_range():
     with pytest.raises(ImageError, match="H×W×3"):
         to_tensor(np.zeros((10, 10, 5), np.uint8), 32)
 
+
+
+def test_tensor_image_conversions_by_exact_values():
+    """The numpy conversions keep torch's arithmetic exactly: x/127.5 - 1 one way; clamp to
+    [-1, 1], (x + 1)·127.5 rounded half to even the other; one channel becomes grey RGB."""
+    px = np.array([[[0, 127, 255], [1, 128, 254]]], np.uint8)  # (1, 2, 3)
+    t = array_to_tensor(px)
+    assert t.shape == (3, 1, 2) and t.dtype == torch.float32
+    want = torch.from_numpy(px.transpose(2, 0, 1).astype(np.float32)) / 127.5 - 1.0
+    assert torch.equal(t, want)
+    assert np.array_equal(to_image(t), px) and np.array_equal(to_image(t[None]), px)
+    # clamping, and halves to even: (x+1)·127.5 = 0.5 → 0, 1.5 → 2, 254.5 → 254
+    vals = torch.tensor([-3.0, 2.0, 0.5 / 127.5 - 1, 1.5 / 127.5 - 1, 254.5 / 127.5 - 1])
+    grey = to_image(vals.view(1, 1, 5))
+    ref = torch.round((vals.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
+    assert grey.shape == (1, 5, 3) and grey.dtype == np.uint8 and grey.flags.c_contiguous
+    assert np.array_equal(grey[0, :, 0], ref) and list(ref[:2]) == [0, 255]
+    assert (grey == grey[..., :1]).all()  # the one channel copied to R, G and B
+    with pytest.raises(ValueError, match="one image, got a batch of 2"):
+        to_image(torch.zeros(2, 3, 4, 4))
+    for bad in (torch.zeros(2, 4, 4), torch.zeros(4, 4), torch.zeros(1, 1, 3, 4, 4)):
+        with pytest.raises(ValueError, match=r"Expected a \(3, H, W\) tensor"):
+            to_image(bad)
+    assert to_image(torch.zeros(3, 10, 12), width=30).shape == (10, 12, 3)  # both or no resize
 
 def test_save_is_atomic_and_checks_type(tmp_path):
     img = face_like(0)
