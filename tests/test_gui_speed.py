@@ -126,6 +126,9 @@ def test_slow_export_at_start_keeps_the_ui_responsive(qtbot, window, tiny_model,
     monkeypatch.setenv(fastpath.ENV_MODE, "onnx-fp32")  # one path: short, deterministic
     export_threads: list[threading.Thread] = []
     started, finished = threading.Event(), threading.Event()
+    # the export is held until the app has translated meanwhile: a fixed sleep alone let a slow
+    # first translation (2 threads, full suite) finish after the export, failing 2 runs in ~7
+    translated_meanwhile = threading.Event()
     marks: dict[str, float] = {}
     real_export = fastpath.export_fp32_isolated  # the app exports in a child process
 
@@ -134,6 +137,7 @@ def test_slow_export_at_start_keeps_the_ui_responsive(qtbot, window, tiny_model,
         marks.setdefault("export_start", time.perf_counter())
         started.set()
         time.sleep(SLOW_EXPORT_S)  # a big model's export: seconds of work, off the UI thread
+        translated_meanwhile.wait(EXPORT_WAIT_S)  # a translation blocked by the export times out
         try:
             return real_export(*args, **kw)
         finally:
@@ -151,9 +155,12 @@ def test_slow_export_at_start_keeps_the_ui_responsive(qtbot, window, tiny_model,
         qtbot.waitUntil(started.is_set, timeout=WAIT)
         # progress while it runs (the label follows through a queued signal, hence the wait)
         qtbot.waitUntil(lambda: "exporting" in window.prepare_label.text(), timeout=WAIT)
-        during = _translate(qtbot, window, face_like(1))  # the app still translates meanwhile
-        marks["translated"] = time.perf_counter()
-        assert not finished.is_set(), "the fake export should still be sleeping"
+        try:
+            during = _translate(qtbot, window, face_like(1))  # the app translates meanwhile
+            marks["translated"] = time.perf_counter()
+            assert not finished.is_set(), "the fake export should still be running"
+        finally:
+            translated_meanwhile.set()
         assert "ONNX" not in during.device_name
     t1 = time.perf_counter()
     beat.stop()
