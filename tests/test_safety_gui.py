@@ -17,10 +17,9 @@ pytest.importorskip("pytestqt")
 from PIL import Image  # noqa: E402
 from PySide6.QtWidgets import QFileDialog  # noqa: E402
 
-from sketchstudio.gui.context import AppContext  # noqa: E402
 from sketchstudio.gui.match_view import MatchView  # noqa: E402
-from sketchstudio.gui.settings import Settings  # noqa: E402
 from tests import test_gui as _gui  # noqa: E402
+from tests import test_match_gui as _mgui  # noqa: E402
 from tests import test_safety as _safety  # noqa: E402
 from tests.conftest import face_like  # noqa: E402
 from tests.test_gui import drop, load_model, translate_file  # noqa: E402
@@ -29,6 +28,7 @@ from tests.test_gui import drop, load_model, translate_file  # noqa: E402
 settings, no_default_model, window, photo = (_gui.settings, _gui.no_default_model, _gui.window,
                                              _gui.photo)
 small_fs = _safety.small_fs  # a real 256 kB tmpfs (root and mount only)
+view = _mgui.view  # the Match view with a tiny model, "Already aligned" ticked
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_qt_garbage")]
 WAIT = 90_000  # ms; the waits are event-driven, this only bounds a hang on the busy 2 cores
@@ -104,25 +104,13 @@ def test_a_dropped_symlink_loop_is_a_message_not_an_exception(qtbot, window, tin
 
 # --- an empty gallery in the Match view --------------------------------------------------------
 @pytest.fixture
-def match_view(qtbot, tmp_path, tiny_model, monkeypatch):
-    monkeypatch.setenv("SKETCHSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
-    s = Settings.at(tmp_path / "match-settings.ini")
-    s.force_cpu = True
-    ctx = AppContext(s)
-    with qtbot.waitSignal(ctx.model_changed, timeout=WAIT):
-        ctx.load_model(str(tiny_model))
-    v = MatchView(ctx)
-    qtbot.addWidget(v)
-    v.aligned_check.setChecked(True)
-    v.show()
-    yield v
-    v.shutdown()
-    ctx.shutdown()
+def match_view(view):  # noqa: F811 - test_match_gui's fixture, under this file's name
+    return view
 
 
-def _messages(view: MatchView) -> list[tuple[str, str, str]]:
+def _messages(mv: MatchView) -> list[tuple[str, str, str]]:
     seen: list[tuple[str, str, str]] = []
-    view.ctx.message.connect(lambda level, text, detail: seen.append((level, text, detail)))
+    mv.ctx.message.connect(lambda level, text, detail: seen.append((level, text, detail)))
     return seen
 
 
