@@ -37,8 +37,10 @@ def test_run_folder_resolves_to_its_checkpoint(tiny_model, tmp_path):
     run.mkdir()
     (run / "checkpoint.safetensors").write_bytes(tiny_model.read_bytes())
     assert read_checkpoint(run).path == run / "checkpoint.safetensors"
-    with pytest.raises(CheckpointError, match="holds no"):
+    with pytest.raises(CheckpointError) as e:
         read_checkpoint(tmp_path / "run" / ".." / "run" / "..")
+    assert str(e.value) == (f"Folder '{tmp_path / 'run' / '..' / 'run' / '..'}' holds no "
+                            "checkpoint.safetensors or model.safetensors.")
 
 
 def test_truncated_file(tiny_model, tmp_path):

@@ -156,3 +156,50 @@ def _check_hidden_options_kept(tp, tmp_path) -> None:
     back = tp.config()
     assert (back.hflip, back.tap_compare, back.style_weight, back.split, back.ngf) == (
         False, "cosine", 0.3, "train", 8)
+
+
+# --- exact behaviour of the file reader (mutation testing, issue 17) ------------------------------
+def test_json_files_are_parsed_as_json(tmp_path):
+    """A .json file is read by the JSON parser, so its errors point at JSON syntax (YAML would
+    quietly accept ``epochs: 3`` or a trailing comma and hide the user's typo elsewhere)."""
+    from trainer.config import read_config_file
+
+    good = tmp_path / "c.json"
+    good.write_text('{"epochs": 3, "lr": 1e-3}')
+    assert read_config_file(good) == {"epochs": 3, "lr": 0.001}  # JSON's 1e-3 is a number
+    bad = tmp_path / "bad.json"
+    bad.write_text("epochs: 3\n")  # valid YAML, not JSON
+    with pytest.raises(ConfigError) as e:
+        read_config_file(bad)
+    assert str(e.value) == f"Cannot read config '{bad}': Expecting value: line 1 column 1 (char 0)"
+    as_yaml = tmp_path / "c.yaml"
+    as_yaml.write_text("lr: 1e-3\n")
+    assert read_config_file(as_yaml) == {"lr": "1e-3"}  # YAML 1.1: a string, coerced later
+
+
+def test_empty_and_non_mapping_config_files(tmp_path):
+    from trainer.config import read_config_file
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    assert read_config_file(empty) == {}
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- epochs\n- 3\n")
+    with pytest.raises(ConfigError) as e:
+        read_config_file(listing)
+    assert str(e.value) == f"Config '{listing}' must be a mapping of option: value."
+    with pytest.raises(ConfigError) as e:
+        read_config_file(tmp_path / "missing.yaml")
+    assert str(e.value).startswith(f"Cannot read config '{tmp_path / 'missing.yaml'}': ")
+
+
+def test_unknown_keys_are_all_named_sorted():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"epochz": 1, "bach_size": 2, "lr": 0.1})
+    assert str(e.value) == "Unknown config keys: bach_size, epochz."
+
+
+def test_field_default_of_a_factory_field_is_a_fresh_value():
+    assert field_default("extra") == {}
+    assert field_default("extra") is not field_default("extra")
+    assert field_default("epochs") == 200 and field_default("val") is None

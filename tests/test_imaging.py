@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from sketchstudio import imaging
 from sketchstudio.errors import ImageError, OutputError
@@ -117,3 +117,82 @@ def test_direction_guess(cufs):
 def test_direction_guess_synthetic():
     assert looks_like_sketch(face_like(0, sketch=True))
     assert imaging.colourfulness(face_like(0)) > imaging.colourfulness(face_like(0, sketch=True))
+
+
+# --- exact behaviour of the loader's helpers (mutation testing, issue 17) ------------------------
+def test_bomb_message_states_the_limit_in_megapixels():
+    err = imaging._too_large("x.png", ValueError("too many"), 50_000_000)
+    assert str(err) == ("'x.png' is too large to open (too many); the limit is 50 MP. "
+                        "Scale it down first.")
+
+
+@pytest.mark.parametrize("values, want", [
+    # 0..1 (a scanner's float TIFF): times 255, rounded half to even
+    ([0.0, 0.5, 1.0, 0.002], [0, 128, 255, 1]),
+    # 0..255 keeps its meaning, rounded
+    ([0.0, 1.0, 2.4, 254.6, 255.0], [0, 1, 2, 255, 255]),
+    # anything else is stretched from its minimum to its maximum
+    ([-1.0, 0.0, 1.0], [0, 128, 255]),
+    ([10.0, 300.0, 590.0], [0, 128, 255]),
+])
+def test_float_images_scale_by_their_range(values, want):
+    out = imaging._float_to_uint8(np.array([values], np.float64), "f.tif")
+    assert out.dtype == np.uint8 and out.tolist() == [want]
+
+
+def test_float_image_with_nan_is_refused_by_name(tmp_path):
+    arr = np.zeros((20, 20), np.float32)
+    arr[3, 4] = np.nan
+    Image.fromarray(arr, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(ImageError) as e:
+        load_image(tmp_path / "nan.tif")
+    assert str(e.value) == f"'{tmp_path / 'nan.tif'}' is a floating-point image with NaN or infinite pixels."
+
+
+def test_float_tiff_loads_at_its_values(tmp_path):
+    arr = np.tile(np.linspace(0.0, 1.0, 32, dtype=np.float32), (20, 1))
+    Image.fromarray(arr, mode="F").save(tmp_path / "f.tif")
+    got = load_image(tmp_path / "f.tif")
+    assert np.array_equal(got[..., 0], np.round(arr.astype(np.float64) * 255).astype(np.uint8))
+    assert (got == got[..., :1]).all()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_our_outputs_are_recognised_by_their_stamp(tmp_path, suffix):
+    """save_image stamps PNG (Software text), JPEG (comment) and TIFF (Software tag); a file of
+    the same kind written by anyone else, or one that is not an image at all, is not ours."""
+    img = face_like(0, 40, 40)
+    assert imaging.is_our_output(save_image(img, tmp_path / f"ours{suffix}"))
+    Image.fromarray(img).save(tmp_path / f"theirs{suffix}")
+    assert not imaging.is_our_output(tmp_path / f"theirs{suffix}")
+    (tmp_path / f"junk{suffix}").write_bytes(b"not an image")
+    assert not imaging.is_our_output(tmp_path / f"junk{suffix}")
+    assert not imaging.is_our_output(tmp_path / f"missing{suffix}")
+
+
+def test_stamp_must_start_with_the_marker(tmp_path):
+    img = Image.fromarray(face_like(0, 40, 40))
+    for text, ours in (("SketchStudio 0.1", True), ("GIMP, not SketchStudio", False)):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", text)
+        img.save(tmp_path / "s.png", pnginfo=info)
+        assert imaging.is_our_output(tmp_path / "s.png") is ours
+    img.save(tmp_path / "c.jpg", comment=b"SketchStudio")  # a JPEG comment comes back as bytes
+    assert imaging.is_our_output(tmp_path / "c.jpg") is True
+    img.save(tmp_path / "t.tif", tiffinfo={305: "SketchStudio"})
+    assert imaging.is_our_output(tmp_path / "t.tif") is True
+
+
+def test_colourfulness_is_the_mean_hsv_saturation():
+    grey = np.full((64, 64, 3), 120, np.uint8)
+    assert imaging.colourfulness(grey) == 0.0
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 200
+    assert imaging.colourfulness(red) == 1.0
+    half = red.copy()
+    half[:, 32:] = 120  # left half fully saturated, right half grey
+    assert imaging.colourfulness(half) == pytest.approx(0.5, abs=1e-9)
+    # a 64-wide stripe on a bigger image keeps its share after the 64×64 shrink
+    wide = np.full((128, 256, 3), 120, np.uint8)
+    wide[:, :64, 0], wide[:, :64, 1:] = 200, 0
+    assert imaging.colourfulness(wide) == pytest.approx(0.25, abs=1e-9)

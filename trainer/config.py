@@ -279,11 +279,6 @@ def _flag(name: str, v: Any) -> bool:
     raise ConfigError(f"{name} must be true or false, got {v!r}.")
 
 
-def parse_loss_weights(text: str) -> tuple[float, float, float]:
-    """'1,1,1' -> (1.0, 1.0, 1.0) with a clear error for anything else."""
-    return coerce_field("loss_weights", text)
-
-
 def coerce_field(name: str, v: Any) -> Any:
     """``v`` as the type of TrainConfig field ``name``, or a ConfigError that names the key."""
     typ = field_types().get(name)
