@@ -203,3 +203,51 @@ def test_field_default_of_a_factory_field_is_a_fresh_value():
     assert field_default("extra") == {}
     assert field_default("extra") is not field_default("extra")
     assert field_default("epochs") == 200 and field_default("val") is None
+
+
+def _checked(**kw) -> TrainConfig:
+    return TrainConfig(**{"data_dir": "pairs", "out_dir": "runs/x", **kw}).validate()
+
+
+@pytest.mark.parametrize("field, ok", [
+    ("epochs", (1,)), ("image_size", (16, 20, 1024)), ("ngf", (1, 256)), ("n_blocks", (0, 32)),
+    ("batch_size", (1,)), ("lr", (1e-9, 0.999)), ("beta1", (0.0, 0.999)), ("beta2", (0.0, 0.999)),
+    ("loss_weights", ((0.0, 0.0, 1.0), (1.0, 0.0, 0.0))),
+])
+def test_limits_accept_their_boundaries(field, ok):
+    for value in ok:
+        assert getattr(_checked(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"data_dir": ""}, "No training data folder given (--data DIR)."),
+    ({"out_dir": ""}, "No run folder given (--out DIR)."),
+    ({"epochs": 0}, "epochs must be a positive whole number, got 0."),
+    ({"image_size": 12}, "image size must be divisible by 4 and at least 16 (e.g. 256), got 12."),
+    ({"image_size": 18}, "image size must be divisible by 4 and at least 16 (e.g. 256), got 18."),
+    ({"image_size": 1028}, "image size 1028 is too large (max 1024)."),
+    ({"ngf": 0}, "width (ngf) must be between 1 and 256, got 0."),
+    ({"ngf": 257}, "width (ngf) must be between 1 and 256, got 257."),
+    ({"n_blocks": -1}, "residual blocks must be between 0 and 32, got -1."),
+    ({"n_blocks": 33}, "residual blocks must be between 0 and 32, got 33."),
+    ({"batch_size": 0}, "batch size must be at least 1, got 0."),
+    ({"lr": 0}, "learning rate must be in (0, 1), got 0.0."),
+    ({"lr": 1}, "learning rate must be in (0, 1), got 1.0."),
+    ({"beta1": 1}, "Adam betas must be in [0, 1), got 1.0, 0.999."),
+    ({"beta2": 1}, "Adam betas must be in [0, 1), got 0.5, 1.0."),
+    ({"beta1": -0.1}, "Adam betas must be in [0, 1), got -0.1, 0.999."),
+    ({"loss_weights": (-1, 1, 1)}, "loss weights must be three non-negative numbers (tea-stu, "
+                                   "stu-stu, rec), got (-1.0, 1.0, 1.0)."),
+    ({"loss_weights": (0, 0, 0)}, "at least one loss weight must be positive."),
+])
+def test_limits_refuse_just_beyond_with_the_exact_message(kw, msg):
+    with pytest.raises(ConfigError) as e:
+        _checked(**kw)
+    assert str(e.value) == msg
+
+
+def test_the_saved_config_lists_its_keys_sorted():
+    """config.yaml in a run folder diffs cleanly between runs: keys in sorted order."""
+    text = _checked().dump_yaml()
+    keys = [line.split(":", 1)[0] for line in text.splitlines() if line and line[0] not in " -"]
+    assert keys == sorted(keys) and set(keys) == {f.name for f in fields(TrainConfig)}

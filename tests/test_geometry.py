@@ -31,6 +31,10 @@ def crop_matrix(c: tuple[float, float]) -> np.ndarray:
     ((200, 200), 0, (18, 58, 64, 100)),
     ((60, 90), 2, (16, 56, 60, 90)),  # clipped at the image's right and bottom
     ((10, 10), 2, None),  # the crop lies wholly outside a 10×10 image
+    ((10, 200), 2, None),  # outside in x only
+    ((200, 10), 2, None),  # outside in y only
+    ((16, 200), 2, None),  # the box would be 0 px wide
+    ((200, 56), 2, None),  # 0 px high
 ])
 def test_footprint_by_exact_values(bounds, margin, want):
     assert geo.footprint(crop_matrix((50.0, 60.0)), (10, 20), bounds, margin=margin) == want
@@ -71,6 +75,9 @@ def test_validate_eyes_accepts_the_image_edges_and_refuses_beyond():
     # pixel centres run 0..W-1; a click may land on the outer half of an edge pixel
     assert geo.validate_eyes(((-0.5, -0.5), (99.5, 49.5)), 100, 50) == ((-0.5, -0.5), (99.5, 49.5))
     assert geo.validate_eyes(((0, 0), (10, 0)), 100, 50) == ((0.0, 0.0), (10.0, 0.0))
+    # a face lying on its side: eyes one above the other, 30 px apart
+    assert geo.validate_eyes(((10, 40), (10, 10)), 100, 50) == ((10.0, 10.0), (10.0, 40.0))
+    assert geo.validate_eyes(((10, 10), (13, 14)), 100, 50)  # exactly 5 px apart is enough
     for bad in (((-0.6, 10), (20, 10)), ((-1.0, 10), (20, 10)), ((10, -0.6), (20, 10)),
                 ((10, 10), (99.6, 10)), ((10, 10), (20, 49.6))):
         with pytest.raises(EyePositionError, match="outside the 100×50 image"):
@@ -122,5 +129,8 @@ def test_translate_and_matrix_scale_by_exact_values():
     np.testing.assert_allclose(geo.apply_affine(geo.translate(m, 10, 20), [(1, 1)]),
                                geo.apply_affine(m, [(11, 21)]))
     assert geo.matrix_scale(m) == 2.0
+    # an integer matrix (e.g. typed in) still takes a sub-pixel offset
+    np.testing.assert_array_equal(geo.translate(np.array([[1, 0, 0], [0, 1, 0]]), 0.5, 0.25),
+                                  [[1.0, 0.0, 0.5], [0.0, 1.0, 0.25]])
     assert geo.matrix_scale(np.array([[0.0, -3.0, 5.0], [3.0, 0.0, 1.0]])) == pytest.approx(3.0)  # turned
     np.testing.assert_array_equal(geo.to_3x3(m), [[2, 0, 1], [0, 2, 3], [0, 0, 1]])

@@ -124,6 +124,7 @@ def test_bomb_message_states_the_limit_in_megapixels():
     err = imaging._too_large("x.png", ValueError("too many"), 50_000_000)
     assert str(err) == ("'x.png' is too large to open (too many); the limit is 50 MP. "
                         "Scale it down first.")
+    assert "the limit is 2 MP" in str(imaging._too_large("x.png", ValueError(), 1_500_000))
 
 
 @pytest.mark.parametrize("values, want", [
@@ -134,6 +135,14 @@ def test_bomb_message_states_the_limit_in_megapixels():
     # anything else is stretched from its minimum to its maximum
     ([-1.0, 0.0, 1.0], [0, 128, 255]),
     ([10.0, 300.0, 590.0], [0, 128, 255]),
+    ([-1.0, 0.5, 1.0], [0, 191, 255]),  # 0.75 of the range: 191.25
+    # the edges of the 0..255 convention: kept as they are, not stretched
+    ([0.0, 1.5, 2.0], [0, 2, 2]),
+    ([0.0, 100.0, 200.0], [0, 100, 200]),
+    ([0.5, 100.0, 200.0], [0, 100, 200]),
+    ([10.0, 100.0, 255.0], [10, 100, 255]),
+    # just past 255: stretched, (100 - 10) / 245.5 * 255 = 93.5
+    ([10.0, 100.0, 255.5], [0, 93, 255]),
 ])
 def test_float_images_scale_by_their_range(values, want):
     out = imaging._float_to_uint8(np.array([values], np.float64), "f.tif")
@@ -192,7 +201,15 @@ def test_colourfulness_is_the_mean_hsv_saturation():
     half = red.copy()
     half[:, 32:] = 120  # left half fully saturated, right half grey
     assert imaging.colourfulness(half) == pytest.approx(0.5, abs=1e-9)
+    assert imaging.colourfulness(half.transpose(1, 0, 2)) == pytest.approx(0.5, abs=1e-9)  # top
     # a 64-wide stripe on a bigger image keeps its share after the 64×64 shrink
     wide = np.full((128, 256, 3), 120, np.uint8)
     wide[:, :64, 0], wide[:, :64, 1:] = 200, 0
     assert imaging.colourfulness(wide) == pytest.approx(0.25, abs=1e-9)
+
+
+def test_direction_guess_threshold_is_strict():
+    img = face_like(0, 64, 64)
+    c = imaging.colourfulness(img)
+    assert not looks_like_sketch(img, threshold=c)
+    assert looks_like_sketch(img, threshold=c + 1e-6)
