@@ -251,3 +251,14 @@ def test_the_saved_config_lists_its_keys_sorted():
     text = _checked().dump_yaml()
     keys = [line.split(":", 1)[0] for line in text.splitlines() if line and line[0] not in " -"]
     assert keys == sorted(keys) and set(keys) == {f.name for f in fields(TrainConfig)}
+
+
+def test_every_flag_has_help_text_and_shows_its_default(capsys):
+    """`sketchstudio-train --help` explains every option; none is a bare flag name."""
+    for f in fields(TrainConfig):
+        if f.metadata.get("flag"):
+            assert f.metadata["help"].strip(), f.name
+    with pytest.raises(SystemExit):
+        cli.train_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--batch-size BATCH_SIZE pairs per step (the paper: 1)" in text

@@ -55,7 +55,7 @@ class TrainConfig:
     upsample: str = _opt("deconv", "--upsample", "decoder upsampling: deconv (the paper's "
                          "transposed convs) or resize (nearest ×2 + conv, no checkerboard)",
                          choices=UPSAMPLE_MODES)
-    batch_size: int = _opt(1, "--batch-size")
+    batch_size: int = _opt(1, "--batch-size", "pairs per step (the paper: 1)")
     lr: float = _opt(2e-4, "--lr", "Adam learning rate")
     lr_schedule: str = _opt("constant", "--lr-schedule", "constant, or linear: constant for the "
                             "first half of the run, then linear decay to 0", choices=LR_SCHEDULES)
@@ -82,7 +82,8 @@ class TrainConfig:
     gan_weight: float = _opt(0.0, "--gan-weight", "adversarial PatchGAN term on each student's "
                              "output (0 = off)")
     #: "auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32
-    precision: str = _opt("auto", "--precision", choices=PRECISIONS)
+    precision: str = _opt("auto", "--precision", "auto: bf16 on CUDA and on CPUs with native "
+                          "bf16, else fp32", choices=PRECISIONS)
     device: str = _opt("auto", "--device", "auto | cpu | cuda | mps")
     #: build the next step's batch in a background thread during this step (the same batches
     #: either way: they come from seeded generators, never the global RNG; trainer.prefetch)
@@ -92,10 +93,12 @@ class TrainConfig:
     #: (glibc only; trainer.hostmem: about a tenth of a 256² ngf 64 CPU step was page faults)
     keep_host_memory: bool = _opt(True, "--keep-host-memory", "reuse freed host memory from step "
                                   "to step (glibc; --no-keep-host-memory: return it to the system)")
-    seed: int = _opt(0, "--seed")
+    seed: int = _opt(0, "--seed", "random seed (initial weights, pair order, flips)")
     teacher_path: str | None = _opt(None, "--teacher", "VGG-19 weights (.pth/.safetensors); else "
                                     "$SKETCHSTUDIO_TEACHER or torchvision's")
-    teacher_norm: str = _opt("channel_mean", "--teacher-norm", choices=TEACHER_NORMS)
+    teacher_norm: str = _opt("channel_mean", "--teacher-norm", "divide each teacher channel by "
+                             "its mean over the training images (none: raw VGG features)",
+                             choices=TEACHER_NORMS)
     #: images used to estimate the teacher's per-channel means (0 = all)
     teacher_norm_samples: int = _opt(64, "--teacher-norm-samples",
                                      "images used for the teacher's channel means (0 = all)")
@@ -111,8 +114,9 @@ class TrainConfig:
     #: scored 0.714–0.724 (MODEL_CARD.md). 0.999 averages ≈ the last 1,000 steps.
     ema_decay: float = _opt(0.0, "--ema-decay", "keep an exponential moving average of the "
                             "weights, e.g. 0.999 (0 = off); export it with sketchstudio-export --ema")
-    checkpoint_every: int = _opt(200, "--checkpoint-every")
-    preview_every: int = _opt(50, "--preview-every")
+    checkpoint_every: int = _opt(200, "--checkpoint-every", "steps between checkpoints (a kill "
+                                 "loses at most this many)")
+    preview_every: int = _opt(50, "--preview-every", "steps between preview images")
     #: validation pairs held out of the training pairs: a file of stems (one per line) or
     #: "cufs" for the split shipped in trainer/splits/cufs_val.txt
     val: str | None = _opt(None, "--val", "hold out these pairs for validation: a stems file "
