@@ -101,6 +101,13 @@ class ThreadBudget:
         """Translation's share: one thread while training runs, else all of them."""
         return 1 if self.training else self.total
 
+    @property
+    def translate_request(self) -> int | None:
+        """:attr:`translate_threads` without resolving the total: None means all of them (torch's
+        own count, read by the thread that runs torch). For the UI thread, which must not import
+        torch: :func:`default_total` would, and that import froze the window for seconds."""
+        return 1 if self.training else self.total_request
+
     def training_started(self) -> int:
         """A training job starts; returns its thread count."""
         with self._lock:

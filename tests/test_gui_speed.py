@@ -189,6 +189,22 @@ def test_slow_export_at_start_keeps_the_ui_responsive(qtbot, window, tiny_model,
             st.future.result(timeout=EXPORT_WAIT_S)
 
 
+def test_model_load_never_imports_torch_on_the_ui_thread(qtbot, window, tiny_model, monkeypatch):
+    """Asking for a model reads the thread budget on the UI thread; resolving its total imports
+    torch (threads.default_total), which froze the window for 3.6 s at start-up before torch was
+    loaded (benchmarks/bench_ui.py). The total is counted on the compute thread instead."""
+    from sketchstudio import threads
+
+    on_ui: list[bool] = []
+    real = threads.default_total
+    monkeypatch.setattr(threads, "default_total",
+                        lambda: on_ui.append(threading.current_thread() is threading.main_thread())
+                        or real())
+    _load(qtbot, window, tiny_model)
+    assert not any(on_ui)
+    assert window.ctx.translator.threads is None  # all of torch's threads, no budget split
+
+
 def test_warm_up_runs_at_load_off_the_ui_thread(qtbot, window, tiny_model, monkeypatch):
     """The model's first forward happens right after loading, in the compute thread, and the
     user's first translation reuses that warm Translator."""

@@ -107,7 +107,10 @@ class AppContext(QObject):
             return
         name = "the default model" if is_default else str(path)
         self.loading = True
-        self.translate_worker.threads = self.thread_budget.translate_threads
+        # not translate_threads: resolving the total imports torch, here on the UI thread (a
+        # 3.6 s frozen window at start-up, measured by benchmarks/bench_ui.py); None = every
+        # thread, counted on the compute thread
+        self.translate_worker.threads = self.thread_budget.translate_request
         self.model_loading.emit(f"Loading {name}…")
         self._load.emit(str(path or ""), self.settings.device, self.settings.teacher_path, is_default)
 
