@@ -205,6 +205,30 @@ def test_model_load_never_imports_torch_on_the_ui_thread(qtbot, window, tiny_mod
     assert window.ctx.translator.threads is None  # all of torch's threads, no budget split
 
 
+def test_no_garbage_collection_during_a_load_and_startup_objects_frozen_after(
+        qtbot, window, tiny_model, monkeypatch):
+    """A full collection over torch's ~330k objects holds the GIL for 0.2-0.9 s (a frozen window,
+    benchmarks/bench_ui.py): none runs while the model loads, and afterwards the start-up
+    objects are frozen out of the collector's sight, so later collections stay short."""
+    import gc
+
+    from sketchstudio.engine import Translator
+
+    enabled_during: list[bool] = []
+    real = Translator.__init__
+
+    def spy(self, *a, **k):
+        enabled_during.append(gc.isenabled())
+        real(self, *a, **k)
+
+    monkeypatch.setattr(Translator, "__init__", spy)
+    assert gc.isenabled()
+    _load(qtbot, window, tiny_model)
+    assert enabled_during == [False]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0
+
+
 def test_warm_up_runs_at_load_off_the_ui_thread(qtbot, window, tiny_model, monkeypatch):
     """The model's first forward happens right after loading, in the compute thread, and the
     user's first translation reuses that warm Translator."""

@@ -8,6 +8,7 @@ the Translator, so interactive requests run one at a time instead of fighting ov
 
 from __future__ import annotations
 
+import gc
 import logging
 from itertools import count
 from typing import Any
@@ -29,6 +30,9 @@ from .workers import (
 )
 
 log = logging.getLogger(__name__)
+
+#: whether the start-up objects were frozen out of the garbage collector's sight (once a process)
+_FROZEN = [False]
 
 
 class AppContext(QObject):
@@ -65,6 +69,8 @@ class AppContext(QObject):
         self.translator: Any = None
         self.last_result: TranslateResult | None = None
         self.loading = False
+        #: the collector was turned off for a load (see _pause_gc)
+        self._gc_paused = False
         self._seq = count(1)
         #: intra-op threads split between a running training job and translation
         self.thread_budget = ThreadBudget()
@@ -111,6 +117,7 @@ class AppContext(QObject):
         # 3.6 s frozen window at start-up, measured by benchmarks/bench_ui.py); None = every
         # thread, counted on the compute thread
         self.translate_worker.threads = self.thread_budget.translate_request
+        self._pause_gc()
         self.model_loading.emit(f"Loading {name}…")
         self._load.emit(str(path or ""), self.settings.device, self.settings.teacher_path, is_default)
 
@@ -123,7 +130,29 @@ class AppContext(QObject):
         self.settings.teacher_path = path
         self._teacher.emit(path)
 
+    def _pause_gc(self) -> None:
+        """No cyclic garbage collection while a model loads. The load imports torch and builds the
+        nets (~330k Python objects), and a full collection walks all of them holding the GIL:
+        0.2-0.9 s each on 2 busy cores, three during the first load, a frozen window whichever
+        thread runs it (measured by benchmarks/bench_ui.py). Turned back on when the load ends."""
+        if gc.isenabled():
+            gc.disable()
+            self._gc_paused = True
+
+    def _resume_gc(self, loaded: bool) -> None:
+        """After the first successful load, freeze what exists (gc.freeze: torch's and Qt's
+        modules, the window, the nets) so that later full collections only walk newer objects
+        (milliseconds instead of 0.2-0.9 s of GIL). Once a process: what it pins stays pinned,
+        at worst the first model's nets after a switch to another model."""
+        if loaded and not _FROZEN[0]:
+            gc.freeze()
+            _FROZEN[0] = True
+        if self._gc_paused:
+            self._gc_paused = False
+            gc.enable()
+
     def _on_model_loaded(self, info: ModelInfo, translator: Any) -> None:
+        self._resume_gc(loaded=True)
         self.loading = False
         self.model, self.translator = info, translator
         if not info.is_default:
@@ -160,6 +189,7 @@ class AppContext(QObject):
             self.translator.set_threads(n)  # applied by the next call, in the compute thread
 
     def _on_model_failed(self, message: str, detail: str) -> None:
+        self._resume_gc(loaded=False)
         self.loading = False
         self.notify("error", f"Could not load the model: {message}", detail)
         if self.model is None:
@@ -195,6 +225,7 @@ class AppContext(QObject):
 
     def shutdown(self) -> None:
         """Stop the compute thread (waits for a running translation to finish)."""
+        self._resume_gc(loaded=False)
         if self.thread.isRunning():
             self.thread.quit()
             self.thread.wait()
