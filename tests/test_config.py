@@ -262,3 +262,19 @@ def test_every_flag_has_help_text_and_shows_its_default(capsys):
         cli.train_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--batch-size BATCH_SIZE pairs per step (the paper: 1)" in text
+
+
+@pytest.mark.parametrize("text, value", [
+    ("true", True), ("yes", True), ("on", True), ("1", True),
+    ("false", False), ("no", False), ("off", False), ("0", False),
+    (" TRUE ", True), ("Yes", True), ("ON", True), ("False", False), ("NO", False), ("Off", False),
+])
+def test_every_spelling_of_a_switch_in_a_file(text, value):
+    assert coerce_field("hflip", text) is value
+
+
+@pytest.mark.parametrize("bad", ["maybe", "2", "", "y", 2, -1, 0.5, None])
+def test_anything_else_is_not_a_switch(bad):
+    with pytest.raises(ConfigError) as e:
+        coerce_field("hflip", bad)
+    assert str(e.value) == f"hflip must be true or false, got {bad!r}."
