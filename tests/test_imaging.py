@@ -213,3 +213,106 @@ def test_direction_guess_threshold_is_strict():
     c = imaging.colourfulness(img)
     assert not looks_like_sketch(img, threshold=c)
     assert looks_like_sketch(img, threshold=c + 1e-6)
+
+
+# --- modes, array checks, encoding options, resampling (mutation testing, issue 17) -------------
+def test_transparent_modes_are_composited_onto_white_paper():
+    la = np.zeros((16, 16, 2), np.uint8)
+    la[..., 0], la[:8, :, 1], la[8:, :, 1] = 100, 255, 0  # grey 100: opaque top, clear bottom
+    got = imaging._to_rgb(Image.fromarray(la, "LA"))
+    assert got.mode == "RGB"
+    arr = np.asarray(got)
+    assert (arr[:8] == 100).all() and (arr[8:] == 255).all()
+    # half-transparent red: 255·a + 255·(1 - a) stays 255 in R; G and B get the paper's share
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 128
+    arr = np.asarray(imaging._to_rgb(Image.fromarray(rgba, "RGBA")))
+    assert arr[0, 0].tolist() == [255, 127, 127] and (arr == arr[0, 0]).all()
+    # a palette image whose index 1 is transparent: those pixels become paper, the rest keep
+    # their palette colour
+    p = Image.fromarray(np.array([[0, 1] * 8] * 16, np.uint8), "P")
+    p.putpalette([10, 20, 30, 200, 0, 0] + [0] * 762)
+    p.info["transparency"] = 1
+    arr = np.asarray(imaging._to_rgb(p))
+    assert arr[0, 0].tolist() == [10, 20, 30] and arr[0, 1].tolist() == [255, 255, 255]
+    p.info.pop("transparency")  # without it nothing is composited
+    assert np.asarray(imaging._to_rgb(p))[0, 1].tolist() == [200, 0, 0]
+    # palette + alpha: index 1 (red) everywhere, opaque on top, clear below
+    d = np.zeros((16, 16, 2), np.uint8)
+    d[..., 0], d[:8, :, 1] = 1, 255
+    pa = Image.frombytes("PA", (16, 16), d.tobytes())
+    pa.putpalette([10, 20, 30, 200, 0, 0] + [0] * 762)
+    arr = np.asarray(imaging._to_rgb(pa))
+    assert arr[0, 0].tolist() == [200, 0, 0] and arr[10, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("dtype, mode", [(np.uint16, "I;16"), (">u2", "I;16B"),
+                                         (np.int32, "I")])
+def test_high_bit_depth_scans_are_scaled_by_their_maximum(dtype, mode):
+    px = np.array([[0, 1000, 2000, 4000]] * 16, dtype=dtype)
+    im = Image.fromarray(px) if mode != "I;16B" else Image.frombytes("I;16B", (4, 16),
+                                                                     px.tobytes())
+    assert im.mode == mode
+    arr = np.asarray(imaging._to_rgb(im))
+    assert arr.shape == (16, 4, 3) and arr[0, :, 0].tolist() == [0, 63, 127, 255]  # truncated
+    black = Image.fromarray(np.zeros((16, 16), np.uint16))
+    assert (np.asarray(imaging._to_rgb(black)) == 0).all()  # all zero: no division by zero
+
+
+def test_check_rgb_normalises_and_refuses_by_exact_message():
+    grey = np.arange(16 * 20, dtype=np.uint8).reshape(16, 20)
+    out = imaging.check_rgb(grey)
+    assert out.shape == (16, 20, 3) and all(np.array_equal(out[..., c], grey) for c in range(3))
+    rgba = np.random.default_rng(0).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    assert np.array_equal(imaging.check_rgb(rgba), rgba[..., :3])
+    rgb = face_like(0, 16, 16)
+    assert imaging.check_rgb(rgb) is rgb  # valid input passes through untouched
+    for bad, msg in (
+        ([[1, 2]], "Expected an image array, got list."),
+        (np.zeros((16, 16, 5), np.uint8), "Expected an H×W×3 RGB image, got shape (16, 16, 5)."),
+        (np.zeros((16, 16, 3), np.float32), "Expected uint8 pixels, got float32."),
+        (np.zeros((15, 20, 3), np.uint8), "Image is only 20×15 pixels."),
+        (np.zeros((40, 15), np.uint8), "Image is only 15×40 pixels."),
+    ):
+        with pytest.raises(ImageError) as e:
+            imaging.check_rgb(bad)
+        assert str(e.value) == msg
+
+
+def _pillow_bytes(img: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_save_image_encodes_at_the_asked_quality(tmp_path):
+    img = face_like(1, 64, 64)
+    out = save_image(img, tmp_path / "a.jpg")  # default quality 95, with the output stamp
+    assert out.read_bytes() == _pillow_bytes(img, "JPEG", quality=95, comment=imaging.OUTPUT_MARKER)
+    low = save_image(img, tmp_path / "b.jpeg", quality=30)
+    assert low.read_bytes() == _pillow_bytes(img, "JPEG", quality=30, comment=imaging.OUTPUT_MARKER)
+    webp = save_image(img, tmp_path / "c.webp")
+    assert webp.read_bytes() == _pillow_bytes(img, "WEBP", quality=95)
+    assert load_image(tmp_path / "c.webp").shape == img.shape
+    with pytest.raises(OutputError) as e:
+        save_image(img, tmp_path / "x.gif2")
+    assert str(e.value) == ("Cannot save 'x.gif2': unknown image type '.gif2'. Use one of .bmp, "
+                            ".jpeg, .jpg, .png, .tif, .tiff, .webp.")
+
+
+@pytest.mark.parametrize("size, interp", [
+    ((20, 10), "area"),   # shrinking
+    ((80, 60), "cubic"),  # enlarging
+    ((10, 80), "cubic"),  # the same pixel count, another shape: not a shrink
+])
+def test_resize_filters(size, interp):
+    import cv2
+
+    img = face_like(2, 40, 20)  # 40 wide, 20 high: 800 pixels
+    want = cv2.resize(img, size, interpolation=cv2.INTER_AREA if interp == "area"
+                      else cv2.INTER_CUBIC)
+    assert np.array_equal(imaging.resize(img, *size), want)
+    other = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC if interp == "area"
+                       else cv2.INTER_AREA)
+    assert not np.array_equal(want, other)  # the case tells the filters apart
+    assert imaging.resize(img, 40, 20) is img
