@@ -124,7 +124,7 @@ def load_image(source: str | os.PathLike[str] | bytes, max_pixels: int = MAX_PIX
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
-def _to_rgb(img: Image.Image, name: str = "<image>") -> Image.Image:
+def _to_rgb(img: Image.Image, name: str) -> Image.Image:
     """Grey, palette, 16-bit, float and CMYK become RGB; transparency is composited onto white paper."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")

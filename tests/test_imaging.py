@@ -219,44 +219,44 @@ def test_direction_guess_threshold_is_strict():
 def test_transparent_modes_are_composited_onto_white_paper():
     la = np.zeros((16, 16, 2), np.uint8)
     la[..., 0], la[:8, :, 1], la[8:, :, 1] = 100, 255, 0  # grey 100: opaque top, clear bottom
-    got = imaging._to_rgb(Image.fromarray(la, "LA"))
+    got = imaging._to_rgb(Image.fromarray(la, "LA"), "t.png")
     assert got.mode == "RGB"
     arr = np.asarray(got)
     assert (arr[:8] == 100).all() and (arr[8:] == 255).all()
     # half-transparent red: 255·a + 255·(1 - a) stays 255 in R; G and B get the paper's share
     rgba = np.zeros((16, 16, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 255, 128
-    arr = np.asarray(imaging._to_rgb(Image.fromarray(rgba, "RGBA")))
+    arr = np.asarray(imaging._to_rgb(Image.fromarray(rgba, "RGBA"), "t.png"))
     assert arr[0, 0].tolist() == [255, 127, 127] and (arr == arr[0, 0]).all()
     # a palette image whose index 1 is transparent: those pixels become paper, the rest keep
     # their palette colour
     p = Image.fromarray(np.array([[0, 1] * 8] * 16, np.uint8), "P")
     p.putpalette([10, 20, 30, 200, 0, 0] + [0] * 762)
     p.info["transparency"] = 1
-    arr = np.asarray(imaging._to_rgb(p))
+    arr = np.asarray(imaging._to_rgb(p, "t.png"))
     assert arr[0, 0].tolist() == [10, 20, 30] and arr[0, 1].tolist() == [255, 255, 255]
     p.info.pop("transparency")  # without it nothing is composited
-    assert np.asarray(imaging._to_rgb(p))[0, 1].tolist() == [200, 0, 0]
+    assert np.asarray(imaging._to_rgb(p, "t.png"))[0, 1].tolist() == [200, 0, 0]
     # palette + alpha: index 1 (red) everywhere, opaque on top, clear below
     d = np.zeros((16, 16, 2), np.uint8)
     d[..., 0], d[:8, :, 1] = 1, 255
     pa = Image.frombytes("PA", (16, 16), d.tobytes())
     pa.putpalette([10, 20, 30, 200, 0, 0] + [0] * 762)
-    arr = np.asarray(imaging._to_rgb(pa))
+    arr = np.asarray(imaging._to_rgb(pa, "t.png"))
     assert arr[0, 0].tolist() == [200, 0, 0] and arr[10, 0].tolist() == [255, 255, 255]
 
 
 @pytest.mark.parametrize("dtype, mode", [(np.uint16, "I;16"), (">u2", "I;16B"),
-                                         (np.int32, "I")])
+                                         ("<u2", "I;16L"), (np.int32, "I")])
 def test_high_bit_depth_scans_are_scaled_by_their_maximum(dtype, mode):
     px = np.array([[0, 1000, 2000, 4000]] * 16, dtype=dtype)
-    im = Image.fromarray(px) if mode != "I;16B" else Image.frombytes("I;16B", (4, 16),
-                                                                     px.tobytes())
+    im = Image.fromarray(px) if mode in ("I;16", "I") else Image.frombytes(mode, (4, 16),
+                                                                           px.tobytes())
     assert im.mode == mode
-    arr = np.asarray(imaging._to_rgb(im))
+    arr = np.asarray(imaging._to_rgb(im, "t.png"))
     assert arr.shape == (16, 4, 3) and arr[0, :, 0].tolist() == [0, 63, 127, 255]  # truncated
     black = Image.fromarray(np.zeros((16, 16), np.uint16))
-    assert (np.asarray(imaging._to_rgb(black)) == 0).all()  # all zero: no division by zero
+    assert (np.asarray(imaging._to_rgb(black, "t.png")) == 0).all()  # all zero: no division by zero
 
 
 def test_check_rgb_normalises_and_refuses_by_exact_message():
