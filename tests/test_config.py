@@ -213,6 +213,8 @@ def _checked(**kw) -> TrainConfig:
     ("epochs", (1,)), ("image_size", (16, 20, 1024)), ("ngf", (1, 256)), ("n_blocks", (0, 32)),
     ("batch_size", (1,)), ("lr", (1e-9, 0.999)), ("beta1", (0.0, 0.999)), ("beta2", (0.0, 0.999)),
     ("loss_weights", ((0.0, 0.0, 1.0), (1.0, 0.0, 0.0))),
+    ("ema_decay", (0.0, 0.9999)), ("teacher_norm_samples", (0, 1)), ("max_steps", (0,)),
+    ("checkpoint_every", (1,)), ("style_weight", (0.0,)),
 ])
 def test_limits_accept_their_boundaries(field, ok):
     for value in ok:
@@ -239,6 +241,15 @@ def test_limits_accept_their_boundaries(field, ok):
     ({"loss_weights": (-1, 1, 1)}, "loss weights must be three non-negative numbers (tea-stu, "
                                    "stu-stu, rec), got (-1.0, 1.0, 1.0)."),
     ({"loss_weights": (0, 0, 0)}, "at least one loss weight must be positive."),
+    ({"style_weight": -1}, "style_weight must be ≥ 0 (0 = off), got -1.0."),
+    ({"gan_weight": -0.5}, "gan_weight must be ≥ 0 (0 = off), got -0.5."),
+    ({"ema_decay": 1}, "EMA decay must be in [0, 1) (0 = off; e.g. 0.999), got 1.0."),
+    ({"ema_decay": -0.1}, "EMA decay must be in [0, 1) (0 = off; e.g. 0.999), got -0.1."),
+    ({"checkpoint_every": 0}, "checkpoint, preview and validation intervals must be at least 1 step."),
+    ({"preview_every": 0}, "checkpoint, preview and validation intervals must be at least 1 step."),
+    ({"val_every": 0}, "checkpoint, preview and validation intervals must be at least 1 step."),
+    ({"max_steps": -1}, "max_steps must be ≥ 0 (0 = run all epochs), got -1."),
+    ({"teacher_norm_samples": -1}, "teacher_norm_samples must be ≥ 0."),
 ])
 def test_limits_refuse_just_beyond_with_the_exact_message(kw, msg):
     with pytest.raises(ConfigError) as e:
@@ -278,3 +289,35 @@ def test_anything_else_is_not_a_switch(bad):
     with pytest.raises(ConfigError) as e:
         coerce_field("hflip", bad)
     assert str(e.value) == f"hflip must be true or false, got {bad!r}."
+
+
+@pytest.mark.parametrize("key, value, want", [
+    ("epochs", 3.0, 3), ("epochs", " 7 ", 7), ("lr", "1e-3", 0.001), ("lr", 2, 2.0),
+    ("hflip", 0, False), ("hflip", 1, True), ("val", "", None), ("val", None, None),
+    ("val", "cufs", "cufs"), ("loss_weights", "1, 0.5,0", (1.0, 0.5, 0.0)),
+    ("extra", {"a": 1}, {"a": 1}),
+])
+def test_values_are_coerced_to_the_fields_type(key, value, want):
+    got = coerce_field(key, value)
+    assert got == want and type(got) is type(want)
+
+
+@pytest.mark.parametrize("key, value, msg", [
+    ("nope", 1, "Unknown config key: nope."),
+    ("lr", True, "lr must be a number, got True."),
+    ("lr", [1], "lr must be a number, got [1]."),
+    ("lr", "fast", "lr must be a number, got 'fast'."),
+    ("lr", "inf", "lr must be a finite number, got 'inf'."),
+    ("epochs", 2.5, "epochs must be a whole number, got 2.5."),
+    ("epochs", True, "epochs must be a whole number, got True."),
+    ("hflip", 2, "hflip must be true or false, got 2."),
+    ("data_dir", 3, "data_dir must be text, got 3."),
+    ("loss_weights", "1,x,1", "loss_weights must be a number, got 'x'."),
+    ("loss_weights", "1,1", "loss_weights takes three numbers (tea-stu, stu-stu, rec) like 1,1,1; "
+                            "got '1,1'."),
+    ("extra", 3, "extra must be a mapping, got 3."),
+])
+def test_values_that_do_not_fit_name_the_key(key, value, msg):
+    with pytest.raises(ConfigError) as e:
+        coerce_field(key, value)
+    assert str(e.value) == msg
