@@ -273,6 +273,7 @@ def test_every_flag_has_help_text_and_shows_its_default(capsys):
         cli.train_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--batch-size BATCH_SIZE pairs per step (the paper: 1)" in text
+    assert "--upsample {deconv,resize}" in text  # choices are listed (and checked by argparse)
 
 
 @pytest.mark.parametrize("text, value", [
