@@ -293,15 +293,9 @@ class TranslateWorker(QObject):
                 return
         if self.preload_faces and not superseded():
             faces, _ = load_faces()
-            # loads and caches the models; '' when dlib works (optional: a backend without it,
-            # or one that fails here, is simply loaded on the first aligned translation)
-            preload = getattr(faces, "dlib_status", None)
-            if preload is not None:
+            if faces is not None:
                 self.preparing.emit("Loading the face detector…")
-                try:
-                    why = preload()
-                except Exception as exc:  # noqa: BLE001 - the first translation reports it
-                    why = f"{type(exc).__name__}: {exc}"
+                why = faces.dlib_status()  # loads and caches the models; '' when dlib works
                 if why:
                     log.info("face detector not preloaded: %s", why)
         self.preparing.emit(f"Model ready (warmed up in {time.perf_counter() - t0:.1f} s).")
