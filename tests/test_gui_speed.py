@@ -275,51 +275,6 @@ def test_warm_up_gives_way_to_a_queued_translation(qtbot, window, tiny_model, mo
     assert blanks and not any(blanks)
 
 
-def _fake_faces(monkeypatch, calls: list[bool]) -> None:
-    """load_faces() returning a faces backend whose detector load records its thread."""
-    def dlib_status() -> str:
-        calls.append(threading.current_thread() is threading.main_thread())
-        return ""
-
-    monkeypatch.setattr(gui_workers, "load_faces",
-                        lambda: (SimpleNamespace(dlib_status=dlib_status), ""))
-
-
-@pytest.mark.parametrize("align", [True, False])
-def test_warm_up_loads_the_face_detector_when_aligning(qtbot, window, tiny_model, monkeypatch,
-                                                       align):
-    """dlib's detector and landmarks take about a second to build, holding the GIL: loaded in
-    the warm-up (compute thread) the user's first drop neither freezes the window nor waits for
-    it. With "Align faces" off nothing needs it, so it is not loaded."""
-    calls: list[bool] = []
-    _fake_faces(monkeypatch, calls)
-    window.ctx.settings.align_faces = align
-    shown: list[str] = []
-    window.ctx.preparing.connect(shown.append)
-    _load(qtbot, window, tiny_model)
-    qtbot.waitUntil(lambda: any("Model ready" in s for s in shown), timeout=WAIT)
-    if align:
-        assert calls == [False]  # once, off the UI thread
-        assert shown.index("Loading the face detector…") < \
-            next(i for i, s in enumerate(shown) if "Model ready" in s)
-    else:
-        assert calls == [] and "Loading the face detector…" not in shown
-
-
-def test_face_detector_preload_gives_way_to_a_queued_translation(qtbot, window, tiny_model,
-                                                                 monkeypatch):
-    calls: list[bool] = []
-    _fake_faces(monkeypatch, calls)
-    window.ctx.settings.align_faces = True
-    window.ctx.load_model(str(tiny_model))
-    seq = window.ctx.next_seq()  # queued behind the load
-    window.translate_view._pending = seq
-    with qtbot.waitSignal(window.ctx.translated, timeout=WAIT):
-        window.ctx.translate(TranslateRequest(seq=seq, source=face_like(3), direction=PHOTO2SKETCH,
-                                              align=False, name="t"))
-    assert calls == []  # the warm-up stopped: the queued translation went first
-
-
 # ------------------------------------------------------------------------------------------------
 def test_training_and_translation_split_the_threads(qtbot, window, tiny_model, tmp_path,
                                                     monkeypatch):

@@ -117,7 +117,6 @@ class AppContext(QObject):
         # 3.6 s frozen window at start-up, measured by benchmarks/bench_ui.py); None = every
         # thread, counted on the compute thread
         self.translate_worker.threads = self.thread_budget.translate_request
-        self.translate_worker.preload_faces = self.settings.align_faces
         self._pause_gc()
         self.model_loading.emit(f"Loading {name}…")
         self._load.emit(str(path or ""), self.settings.device, self.settings.teacher_path, is_default)

@@ -213,9 +213,6 @@ class TranslateWorker(QObject):
         self.threads: int | None = None
         #: the newest request this thread has taken up: latest_seq beyond it means one is queued
         self._taken_seq = 0
-        #: load the face detector in the warm-up (the Translate view's "Align faces" setting,
-        #: set from the UI thread): off, the user's crops are aligned already and it is not needed
-        self.preload_faces = True
 
     @Slot(str, str, str, bool)
     def load_model(self, path: str, device: str, teacher_path: str, is_default: bool) -> None:
@@ -269,21 +266,15 @@ class TranslateWorker(QObject):
         the first forward of a network pays for memory and kernel set-up, and the user's first
         translation should not. Skipped as soon as a translation is queued (an image given on
         the command line, a drop during the load): that one warms up the network it needs.
-        Then the face detector loads (when alignment is on): building dlib's detector and
-        reading its landmark model hold the GIL for about a second, which froze the window on
-        the user's first drop (benchmarks/bench_ui.py) and made that result a second late.
-        ``seq``: the newest request at the end of the load; a newer one, or one not yet taken
-        up, stops the warm-up."""
+        Alignment models load on the first translation. ``seq``: the newest request at the end
+        of the load; a newer one, or one not yet taken up, stops the warm-up."""
         import numpy as np
-
-        def superseded() -> bool:
-            return self.latest_seq != seq or seq > self._taken_seq or tr is not self.translator
 
         s = int(tr.image_size)
         blank = np.full((s, s, 3), 128, np.uint8)
         t0 = time.perf_counter()
         for d in tr.directions:
-            if superseded():
+            if self.latest_seq != seq or seq > self._taken_seq or tr is not self.translator:
                 return
             self.preparing.emit(f"Warming up the model ({DIRECTION_LABELS.get(d, d)})…")
             try:
@@ -291,13 +282,6 @@ class TranslateWorker(QObject):
             except Exception as exc:  # noqa: BLE001 - a failed warm-up shows on first use instead
                 log.info("warm-up of %s failed: %s", d, exc)
                 return
-        if self.preload_faces and not superseded():
-            faces, _ = load_faces()
-            if faces is not None:
-                self.preparing.emit("Loading the face detector…")
-                why = faces.dlib_status()  # loads and caches the models; '' when dlib works
-                if why:
-                    log.info("face detector not preloaded: %s", why)
         self.preparing.emit(f"Model ready (warmed up in {time.perf_counter() - t0:.1f} s).")
 
     @Slot(str)
