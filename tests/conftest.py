@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,19 @@ def random_teacher(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("teacher") / "vgg_random.pth"
     torch.save(sd, path)
     return path
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk (length, type, data, CRC), for hand-built test files."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def header_png(w: int, h: int) -> bytes:
+    """A PNG whose header says w×h but holds almost no pixel data: cheap for every check that
+    runs before decoding (Pillow's bomb limit at open time, our MP limit and minimum side)."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(b"\0" * 16)) + png_chunk(b"IEND", b""))
 
 
 def face_like(seed: int, w: int = 40, h: int = 48, sketch: bool = False) -> np.ndarray:

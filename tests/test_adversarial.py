@@ -9,8 +9,6 @@ import io
 import json
 import os
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +18,13 @@ from PIL import Image
 from sketchstudio import cli as translate_cli
 from sketchstudio.errors import ImageError
 from sketchstudio.imaging import load_image
-from tests.conftest import face_like
+from tests.conftest import face_like, header_png
 
 
 def bomb_png(path: Path, w: int = 20000, h: int = 20000) -> Path:
     """A 60-byte PNG whose header says 20000×20000 (400 MP): Pillow refuses it inside
     ``Image.open`` with ``DecompressionBombError``, before any size check of ours ran."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
-                     chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(header_png(w, h))
     return path
 
 

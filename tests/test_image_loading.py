@@ -19,18 +19,7 @@ from PIL import Image
 from sketchstudio import imaging
 from sketchstudio.errors import ImageError
 from sketchstudio.imaging import check_image_file, load_image
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _header_png(w: int, h: int) -> bytes:
-    """A PNG whose header says w×h but holds almost no pixel data: cheap for every check that
-    runs before decoding (Pillow's bomb limit at open time, our MP limit and minimum side)."""
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + _chunk(b"IEND", b""))
+from tests.conftest import header_png, png_chunk
 
 
 def _pattern(w: int, h: int) -> np.ndarray:
@@ -104,14 +93,14 @@ def test_bytes_that_are_not_an_image():
 
 
 def test_bytes_are_called_image_data_in_messages():
-    assert _message(load_image, _header_png(15, 40))[0] == \
+    assert _message(load_image, header_png(15, 40))[0] == \
         "'<image data>' is only 15×40 pixels; at least 16×16 is needed."
-    assert _message(load_image, _header_png(3500, 1000), max_pixels=1_500_000)[0] == \
+    assert _message(load_image, header_png(3500, 1000), max_pixels=1_500_000)[0] == \
         "'<image data>' is 3500×1000 = 4 MP, larger than the 2 MP limit. Scale it down first."
 
 
 def test_bomb_bytes_too_large_with_the_limit():
-    data = _header_png(20000, 20000)  # 400 MP: Pillow refuses it inside Image.open
+    data = header_png(20000, 20000)  # 400 MP: Pillow refuses it inside Image.open
     msg, cause = _message(load_image, data)
     assert isinstance(cause, Image.DecompressionBombError) and "exceeds limit" in str(cause)
     assert msg == f"'<image data>' is too large to open ({cause}); the limit is 50 MP. Scale it down first."
@@ -121,7 +110,7 @@ def test_bomb_bytes_too_large_with_the_limit():
 
 def test_bomb_file_too_large_names_the_path(tmp_path):
     p = tmp_path / "bomb.png"
-    p.write_bytes(_header_png(20000, 20000))
+    p.write_bytes(header_png(20000, 20000))
     msg, cause = _message(load_image, p)
     assert isinstance(cause, Image.DecompressionBombError) and "exceeds limit" in str(cause)
     assert msg == f"'{p}' is too large to open ({cause}); the limit is 50 MP. Scale it down first."
@@ -139,18 +128,18 @@ def test_max_pixels_boundary_loads_exactly_at_the_limit(tmp_path):
     small = _pattern(20, 20)
     np.testing.assert_array_equal(load_image(_png(small), max_pixels=400), small)
     p = tmp_path / "over.png"
-    p.write_bytes(_header_png(3001, 2000))
+    p.write_bytes(header_png(3001, 2000))
     assert _message(load_image, p, max_pixels=6_000_000)[0] == \
         f"'{p}' is 3001×2000 = 6 MP, larger than the 6 MP limit. Scale it down first."
 
 
 def test_larger_than_message_rounds_exactly(tmp_path):
     p = tmp_path / "wide.png"
-    p.write_bytes(_header_png(3500, 1000))  # 3.5 MP -> "4"; limit 1.5 MP -> "2" (half to even)
+    p.write_bytes(header_png(3500, 1000))  # 3.5 MP -> "4"; limit 1.5 MP -> "2" (half to even)
     assert _message(load_image, p, max_pixels=1_500_000)[0] == \
         f"'{p}' is 3500×1000 = 4 MP, larger than the 2 MP limit. Scale it down first."
     q = tmp_path / "half.png"
-    q.write_bytes(_header_png(2500, 1000))  # 2.5 MP formats as "2"
+    q.write_bytes(header_png(2500, 1000))  # 2.5 MP formats as "2"
     assert f"{2.5:.0f}" == "2"
     assert _message(load_image, q, max_pixels=1_500_000)[0] == \
         f"'{q}' is 2500×1000 = 2 MP, larger than the 2 MP limit. Scale it down first."
@@ -160,7 +149,7 @@ def test_min_side_boundary(tmp_path):
     arr = _pattern(16, 16)
     np.testing.assert_array_equal(load_image(_png(arr)), arr)
     p = tmp_path / "thin.png"
-    p.write_bytes(_header_png(15, 40))
+    p.write_bytes(header_png(15, 40))
     assert _message(load_image, p)[0] == f"'{p}' is only 15×40 pixels; at least 16×16 is needed."
 
 
@@ -196,9 +185,9 @@ def test_other_pillow_warnings_while_decoding_do_not_refuse_the_image():
     raw = b"".join(b"\0" + arr[y].tobytes() for y in range(20))
     # an invalid APNG control chunk after the pixel data: Pillow warns during load() and shows
     # the default image; only bomb warnings are turned into errors
-    png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 20, 20, 8, 2, 0, 0, 0))
-           + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"acTL", struct.pack(">II", 0, 0))
-           + _chunk(b"IEND", b""))
+    png = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20, 20, 8, 2, 0, 0, 0))
+           + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"acTL", struct.pack(">II", 0, 0))
+           + png_chunk(b"IEND", b""))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         np.testing.assert_array_equal(load_image(png), arr)

@@ -32,7 +32,7 @@ from .workers import (
 log = logging.getLogger(__name__)
 
 #: whether the start-up objects were frozen out of the garbage collector's sight (once a process)
-_FROZEN = [False]
+_frozen = False
 
 
 class AppContext(QObject):
@@ -144,9 +144,10 @@ class AppContext(QObject):
         modules, the window, the nets) so that later full collections only walk newer objects
         (milliseconds instead of 0.2-0.9 s of GIL). Once a process: what it pins stays pinned,
         at worst the first model's nets after a switch to another model."""
-        if loaded and not _FROZEN[0]:
+        global _frozen
+        if loaded and not _frozen:
             gc.freeze()
-            _FROZEN[0] = True
+            _frozen = True
         if self._gc_paused:
             self._gc_paused = False
             gc.enable()
