@@ -37,9 +37,11 @@ WAIT_S = 300  # a safety net for a hung export, never a speed requirement
 
 @pytest.fixture(autouse=True)
 def export_in_process(monkeypatch):
-    """Export in this process, so the tests can patch the exporter (and save a child's start-up);
-    test_export_in_a_child_never_imports_onnx_here covers the child process the app uses."""
+    """Export and run the runtimes in this process, so the tests can patch the exporter and the
+    runner classes (and save the children's start-up); tests/test_remote_runner.py covers the
+    child processes the app uses."""
     monkeypatch.setattr(fastpath, "ISOLATE_EXPORTS", False)
+    monkeypatch.setattr(fastpath, "ISOLATE_RUNNERS", False)
 
 
 def _tuner(model: Path, cache: Path, **kw) -> Tuner:
@@ -304,32 +306,6 @@ def test_exit_waits_for_a_running_export(monkeypatch):
     t.start()
     fastpath._finish_tuning()  # what atexit runs
     assert done.is_set() and not t.is_alive()
-
-
-@needs_ort
-def test_export_in_a_child_never_imports_onnx_here(tiny_model, tmp_path):
-    """The app's exports (fp32 and int8) run in a child process: importing onnx there holds the
-    GIL for seconds (ml_dtypes' extension), which froze the UI thread for 2.8 s when it ran in a
-    background thread. Checked in a fresh interpreter, whose sys.modules is not the test run's."""
-    import subprocess
-
-    script = f"""
-import sys
-from sketchstudio.checkpoint import build_student, read_checkpoint
-from sketchstudio.runtime.fastpath import Tuner
-ckpt = read_checkpoint({str(tiny_model)!r})
-t = Tuner(ckpt, "photo2sketch", build_student(ckpt, "photo2sketch"), cache_root={str(tmp_path)!r},
-          threads=1, candidates=["onnx-fp32", "onnx-int8"])
-d, runner = t.run()
-assert all(c["ms"] is not None for c in d.candidates.values()), d.candidates
-bad = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "ml_dtypes"))
-assert not bad, bad
-print("ok", sorted(p.name for p in t.artifacts.glob("*.onnx")))
-"""
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=WAIT_S, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "fp32.onnx" in proc.stdout and "int8" in proc.stdout
 
 
 @needs_ort

@@ -39,6 +39,7 @@ from sketchstudio.gui.main_window import MainWindow  # noqa: E402
 from sketchstudio.gui.settings import Settings  # noqa: E402
 from sketchstudio.gui.workers import PHOTO2SKETCH, TranslateRequest  # noqa: E402
 from sketchstudio.runtime import fastpath  # noqa: E402
+from sketchstudio.runtime.remote import RemoteRunner  # noqa: E402
 from tests.conftest import face_like  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("collect_qt_garbage")]
@@ -183,6 +184,10 @@ def test_slow_export_at_start_keeps_the_ui_responsive(qtbot, window, tiny_model,
     assert "ONNX Runtime fp32" in window.device_label.text()
     after = _translate(qtbot, window, face_like(1))
     assert "ONNX Runtime fp32" in after.device_name
+    # and it ran in a child process: the app never imports a runtime (its import and the model's
+    # compilation hold the GIL: 60-132 ms UI stalls before runners moved out)
+    runner = window.ctx.translator.fast.runner(PHOTO2SKETCH)
+    assert isinstance(runner, RemoteRunner) and runner.alive
     assert after.output.shape == during.output.shape
     for st in window.ctx.translator.fast._states.values():  # F's export, queued after G's
         if st.future is not None:

@@ -3,6 +3,17 @@
 Each runner uses the same number of threads as torch (``torch.get_num_threads()``) so that a
 fast path respects the app's thread budget instead of grabbing every core (two runtimes
 oversubscribing two cores ran about 10× slower in issue 23's measurements).
+
+Where they run: the app does not load these classes itself but a
+:class:`~sketchstudio.runtime.remote.RemoteRunner`, which builds one of them in a long-lived child
+process and sends it the arrays over pipes. Why: ``import onnxruntime`` / ``import openvino`` and
+OpenVINO's ``compile_model`` run native code holding the GIL, and even on a background thread
+that stalled the app's UI thread for 60 ms (warm cache: import + compile) to 132 ms (cold cache)
+in the real window, over issue 23's 50 ms. In-process they still serve frozen bundles (no
+``python -m`` child) and tests that patch them; the child builds them with :func:`runner_class`.
+
+This module imports neither torch nor the rest of the package at import time, so the child
+that loads it starts in a fraction of a second (torch alone takes ~4 s and ~600 MB there).
 """
 
 from __future__ import annotations
@@ -14,8 +25,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from .onnx_export import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +63,12 @@ class OrtRunner:
         self.name, self.threads = name, max(1, threads)
         self.path = Path(path)
         self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        # the graph's own input name (onnx_export.INPUT_NAME), read here so that this module does
+        # not import onnx_export, which imports torch (see the module docstring)
+        self._input = self._session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {INPUT_NAME: np.ascontiguousarray(x, np.float32)})[0]
+        return self._session.run(None, {self._input: np.ascontiguousarray(x, np.float32)})[0]
 
 
 class OpenVinoRunner:
@@ -80,6 +92,15 @@ class OpenVinoRunner:
         req = self._compiled.create_infer_request()
         req.infer({0: np.ascontiguousarray(x, np.float32)})
         return np.array(req.get_output_tensor(0).data, copy=True)
+
+
+def runner_class(name: str) -> type[OrtRunner] | type[OpenVinoRunner]:
+    """The runner class of a fast path by its name ("onnx-fp32", "openvino-int8", ...)."""
+    if name.startswith("onnx-"):
+        return OrtRunner
+    if name.startswith("openvino"):
+        return OpenVinoRunner
+    raise ValueError(f"unknown fast-path backend {name!r}")
 
 
 def runtime_versions() -> dict[str, str]:

@@ -12,6 +12,20 @@ GUI thread nor the worker that translates ever waits for it:
 3. The fastest path that is at least :data:`SPEEDUP_MARGIN` faster than torch *and* within
    :data:`PARITY_MAX_GREY` grey levels wins; if none does, torch stays. The decision is cached.
 
+Where the work runs (issue 23: the UI thread never blocks for more than 50 ms): the Tuner runs on
+that background thread of the app, holding the Translator's lock around each timed forward so a
+measurement never shares the cores with a translation. Everything that runs long native code
+holding the GIL runs in child processes instead: the exports and the int8 quantisation
+(:mod:`.onnx_export`: importing onnx alone froze the UI for 2.8 s) and the runners themselves
+(:mod:`.remote`: importing onnxruntime / openvino and compiling a model stalled the UI thread
+60-132 ms even from a background thread). So the app process never imports onnx, onnxruntime or
+openvino; :func:`missing_packages` asks ``find_spec`` and :func:`runtime_versions` reads package
+metadata. The timings of a child's runner include the round trip through its pipes, which is
+honest: that is what the app then pays per translation (a 256² image: 3.5-8 ms more than
+in-process on the loaded 2-core test machine, against 0.5-5 s for the shipped model's forward).
+Frozen bundles (no ``python -m`` child, :func:`~.onnx_export.can_isolate`) export and run
+in-process; so do tests that patch the runtimes (:data:`ISOLATE_RUNNERS`).
+
 ``<model>`` is the SHA-256 of the model file (of its tensors when it has no file), so a retrained
 or replaced model gets its own exports; ``<machine>`` hashes the CPU model and flags, the thread
 count and the versions of torch and of the runtimes, so an upgrade measures again.
@@ -26,6 +40,7 @@ import atexit
 import contextlib
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import logging
@@ -51,7 +66,7 @@ from ..fsutil import TEMP_SUFFIX, atomic_write_json
 from ..threads import use_threads
 from ..userdirs import user_cache_dir
 from . import isa
-from .backends import BackendMissing, OpenVinoRunner, OrtRunner, Runner, runtime_versions
+from .backends import BackendMissing, Runner, runner_class, runtime_versions
 from .onnx_export import (
     ExportError,
     can_isolate,
@@ -61,6 +76,7 @@ from .onnx_export import (
     quantize_int8_isolated,
     stop_children,
 )
+from .remote import RemoteRunner, close_runner
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +104,10 @@ ENV_CALIBRATION = "SKETCHSTUDIO_CALIBRATION_DIR"
 #: export and quantise in a child process (see onnx_export: importing onnx holds the GIL for
 #: seconds, which froze the app's UI); tests that patch the exporter in-process turn it off
 ISOLATE_EXPORTS = True
+#: load runners in a child process (:class:`~.remote.RemoteRunner`): importing a runtime and
+#: compiling a model hold the GIL (60-132 ms UI stalls); tests that patch the runner classes in
+#: this process turn it off
+ISOLATE_RUNNERS = True
 #: temp files of exports killed halfway are deleted after this long
 STALE_TEMP_S = 3600.0
 
@@ -170,18 +190,33 @@ _NEEDS = {"onnx-fp32": ("onnx", "onnxruntime"),
           "openvino-int8": ("onnx", "openvino", "onnxruntime.quantization")}
 
 
+def _findable(mod: str) -> bool:
+    """Whether ``mod`` can be imported here, found without importing it *or its parents*:
+    ``importlib.util.find_spec("onnxruntime.quantization")`` imports onnxruntime itself, which the
+    app process must never do (its import holds the GIL; see :mod:`.remote`)."""
+    parts = mod.split(".")
+    names = [".".join(parts[:i + 1]) for i in range(len(parts))]
+    if any(sys.modules.get(n, ...) is None for n in names):  # blocked (tests set None)
+        return False
+    try:
+        spec = importlib.util.find_spec(names[0])
+        for n in names[1:]:
+            if n in sys.modules:  # already imported (a frozen bundle, a test): nothing to avoid
+                spec = importlib.util.find_spec(n)
+            elif spec is None or not spec.submodule_search_locations:
+                return False
+            else:
+                spec = importlib.machinery.PathFinder.find_spec(
+                    n, list(spec.submodule_search_locations))
+    except (ImportError, ValueError):  # e.g. a module whose __spec__ is None
+        return False
+    return spec is not None
+
+
 def missing_packages(name: str) -> list[str]:
     """The packages ``name`` needs that cannot be imported here (checked before any export)."""
-    out = []
-    for mod in _NEEDS[name]:
-        try:
-            # find_spec, not import: importing onnx costs seconds holding the GIL (onnx_export)
-            found = importlib.util.find_spec(mod) is not None
-        except (ImportError, ValueError):  # a parent package missing, or set to None in sys.modules
-            found = False
-        if not found or sys.modules.get(mod, ...) is None:
-            out.append(mod)
-    return out
+    # found, not imported: importing onnx costs seconds holding the GIL (onnx_export)
+    return [mod for mod in _NEEDS[name] if not _findable(mod)]
 
 
 def default_cache_root() -> Path:
@@ -369,8 +404,9 @@ class Tuner:
             path = self.int8_path(calibration)
         else:
             path = self.fp32_path()
-        cls = OrtRunner if name.startswith("onnx") else OpenVinoRunner
-        return cls(name, path, self.threads)
+        if ISOLATE_RUNNERS and can_isolate():
+            return RemoteRunner(name, path, self.threads)
+        return runner_class(name)(name, path, self.threads)
 
     def cached_decision(self) -> Decision | None:
         try:
@@ -388,6 +424,7 @@ class Tuner:
             if cached is not None:
                 if cached.backend == "torch":
                     return cached, None
+                runner = None
                 try:
                     runner = self.load(cached.backend)
                     self._say(f"warming up {cached.backend}…")
@@ -395,6 +432,7 @@ class Tuner:
                         runner(np.zeros((1, 3, self.size, self.size), np.float32))
                     return cached, runner
                 except (ExportError, BackendMissing, OSError, RuntimeError) as exc:
+                    close_runner(runner)
                     log.info("cached fast path %s unusable (%s); measuring again", cached.backend, exc)
         _clean_stale_temps(self.artifacts)
         return self._measure()
@@ -424,6 +462,7 @@ class Tuner:
         for name in names:
             entry: dict[str, Any] = {"ms": None, "parity": None, "ok": False, "note": ""}
             decision.candidates[name] = entry
+            runner = None
             try:
                 lacking = missing_packages(name)
                 if lacking:
@@ -444,6 +483,7 @@ class Tuner:
                 missing.append(name)
                 continue
             except (ExportError, OSError, RuntimeError, ValueError) as exc:
+                close_runner(runner)  # e.g. a runner child that died mid-measurement
                 entry["note"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("fast path %s for %s failed: %s", name, self.direction, entry["note"])
                 continue
@@ -452,6 +492,8 @@ class Tuner:
             if not entry["ok"]:
                 entry["note"] = (f"{entry['parity']:.2f} grey levels from fp32 "
                                  f"(> {PARITY_MAX_GREY:g}): rejected")
+                close_runner(runner)  # its child (if any) is not needed
+                continue
             runners[name] = runner
         passing = [n for n, c in decision.candidates.items() if c["ok"]]
         if self.force:
@@ -482,6 +524,9 @@ class Tuner:
                 atomic_write_json(self.decision_path, decision.to_json())
             except OSError as exc:
                 log.warning("could not cache the fast-path decision (%s)", exc)
+        for name, runner in runners.items():  # the losers' children end now, not at exit
+            if name != decision.backend:
+                close_runner(runner)
         return decision, runners.get(decision.backend)
 
 
@@ -497,9 +542,10 @@ _TUNE_LOCK = threading.Lock()
 def _finish_tuning() -> None:
     """A process that exits while an export runs native code in a daemon thread aborts
     ("terminate called without an active exception", status 134). Let it finish instead; the
-    atomic writes mean its files are then complete and the next run reuses them. Export children
-    are killed first (their temp files never become models), so what is left to wait for is
-    in-process work of seconds (loading a runtime, a measurement), not a minutes-long export."""
+    atomic writes mean its files are then complete and the next run reuses them. Children are
+    killed first: export children (their temp files never become models) and runner children (a
+    measurement waiting on one then fails at once), so what is left to wait for is seconds of
+    in-process work at most, not a minutes-long export."""
     stop_children()
     for thread in list(_RUNNING):
         if thread.is_alive():
@@ -515,8 +561,21 @@ class _State:
     future: Future | None = None
     #: builds the torch net (for loading the same export at another thread count)
     net_fn: Callable[[], torch.nn.Module] | None = None
-    #: the ready runner loaded again at other thread counts (the app's thread budget)
+    #: the ready runner loaded again at another thread count (the app's thread budget): at most
+    #: :data:`MAX_VARIANTS`, since each one of a child's runner is a process
     variants: dict[int, Runner] = field(default_factory=dict)
+
+    def drop_runners(self) -> list[Runner]:
+        """Forget the runner and its variants; the caller closes what this returns (outside any
+        lock: a close waits for a call in flight)."""
+        runners = {id(r): r for r in (self.runner, *self.variants.values()) if r is not None}
+        self.runner, self.variants = None, {}
+        return list(runners.values())
+
+
+#: variants kept per direction besides the runner itself: the app asks for two thread counts (all
+#: cores, and its share while training runs), so one extra covers it; another count replaces it
+MAX_VARIANTS = 1
 
 
 class FastPaths:
@@ -554,12 +613,15 @@ class FastPaths:
     def runner(self, direction: str, threads: int | None = None) -> Runner | None:
         """The ready runner of ``direction`` (None: use torch), at ``threads`` intra-op threads
         when given: runtimes fix their pool size at load, so the same export is loaded once more
-        (in the calling thread, from the cache: no export) for each thread count asked for."""
+        (in the calling thread, from the cache: no export; a child's runner starts another child)
+        for a thread count asked for. At most :data:`MAX_VARIANTS` are kept: a new count closes
+        the oldest one (after a call in flight on it)."""
         st = self._states.get(direction)
-        if st is None or st.status != "ready" or st.runner is None:
+        runner = st.runner if st is not None else None
+        if st is None or st.status != "ready" or runner is None:
             return None
-        if threads is None or getattr(st.runner, "threads", threads) == threads:
-            return st.runner
+        if threads is None or getattr(runner, "threads", threads) == threads:
+            return runner
         with self._lock:
             variant = st.variants.get(threads)
         if variant is None and st.net_fn is not None and st.decision is not None:
@@ -568,10 +630,23 @@ class FastPaths:
                               threads=threads, calibration_dir=self.calibration_dir)
                 variant = tuner.load(st.decision.backend)
             except Exception as exc:  # noqa: BLE001 - keep the runner we have
-                log.info("could not load %s at %d thread(s) (%s)", st.runner.name, threads, exc)
-                variant = st.runner
+                log.info("could not load %s at %d thread(s) (%s)", runner.name, threads, exc)
+                variant = runner
+            old: list[Runner] = []
             with self._lock:
-                st.variants[threads] = variant
+                if st.runner is not runner:  # disabled meanwhile: this variant is not wanted
+                    old.append(variant)
+                    variant = None
+                elif threads in st.variants:  # another thread loaded it meanwhile: use that one
+                    old.append(variant)
+                    variant = st.variants[threads]
+                else:
+                    while len(st.variants) >= MAX_VARIANTS:
+                        old.append(st.variants.pop(next(iter(st.variants))))
+                    st.variants[threads] = variant
+            for r in old:
+                if r is not runner:
+                    close_runner(r)
         return variant or st.runner
 
     def status(self, direction: str) -> str:
@@ -668,7 +743,11 @@ class FastPaths:
         note = f"{name} failed ({type(exc).__name__}: {str(exc)[:160]}); using PyTorch again."
         log.warning(note)
         self.notes.append(note)
-        st.status, st.runner = "failed", None
+        st.status = "failed"
+        with self._lock:
+            dropped = st.drop_runners()
+        for r in dropped:  # their children end now, not when the app exits
+            close_runner(r)
 
 
 def forward_gflop(ckpt: Checkpoint, direction: str) -> float:

@@ -213,16 +213,17 @@ def can_isolate() -> bool:
     return not getattr(sys, "frozen", False) and bool(sys.executable)
 
 
-#: running children, so that a process that exits can stop them instead of waiting minutes
+#: running children (exports, and the runner processes of :mod:`.remote`), so that a process that
+#: exits can stop them instead of waiting minutes, and none outlives it
 _CHILDREN: set[Any] = set()
 _CHILDREN_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 
 
 def stop_children() -> None:
-    """Kill running export children and refuse new ones (at exit: the app must not wait for a
-    minutes-long export; the child writes only temp files until its final rename, so a kill
-    leaves no half model, and the next start exports again)."""
+    """Kill running children and refuse new ones (at exit: the app must not wait for a
+    minutes-long export; an export child writes only temp files until its final rename, so a kill
+    leaves no half model, and the next start exports again; a runner child holds nothing)."""
     _STOPPING.set()
     with _CHILDREN_LOCK:
         children = list(_CHILDREN)
@@ -231,22 +232,47 @@ def stop_children() -> None:
             proc.kill()
 
 
-def _run_child(args: list[str], threads: int) -> None:
+def child_env(threads: int) -> dict[str, str]:
+    """The environment of a child: this process's, with ``threads`` OpenMP threads and the folder
+    that holds ``sketchstudio/`` first on ``PYTHONPATH`` (a checkout that is not installed)."""
+    root = str(Path(__file__).resolve().parents[2])
+    return dict(os.environ, OMP_NUM_THREADS=str(max(1, threads)),
+                PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+def start_child(args: list[str], threads: int, what: str = "export", **popen: Any) -> Any:
+    """``subprocess.Popen([sys.executable, *args], ...)`` registered in the child set, so that
+    :func:`stop_children` kills it; the caller calls :func:`forget_child` once it has ended.
+    Raises :class:`ExportError` when the process is exiting or the child cannot start."""
     import subprocess
 
-    root = str(Path(__file__).resolve().parents[2])  # the folder that holds sketchstudio/
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads)),
-               PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    with _CHILDREN_LOCK:
+    with _CHILDREN_LOCK:  # checked and added under one lock: stop_children cannot miss it
         if _STOPPING.is_set():
             raise ExportError("the process is exiting")
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "sketchstudio.runtime.onnx_export", *args],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, text=True)
+            proc = subprocess.Popen([sys.executable, *args], env=child_env(threads), **popen)
         except OSError as exc:
-            raise ExportError(f"the export process did not start ({exc})") from exc
+            raise ExportError(f"the {what} process did not start ({exc})") from exc
         _CHILDREN.add(proc)
+    return proc
+
+
+def forget_child(proc: Any) -> None:
+    with _CHILDREN_LOCK:
+        _CHILDREN.discard(proc)
+
+
+def stopping() -> bool:
+    """Whether :func:`stop_children` has run (the process is exiting)."""
+    return _STOPPING.is_set()
+
+
+def _run_child(args: list[str], threads: int) -> None:
+    import subprocess
+
+    proc = start_child(["-m", "sketchstudio.runtime.onnx_export", *args], threads,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, text=True)
     try:
         _, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
@@ -254,8 +280,7 @@ def _run_child(args: list[str], threads: int) -> None:
         proc.communicate()
         raise ExportError(f"the export process took over {CHILD_TIMEOUT_S:.0f} s") from exc
     finally:
-        with _CHILDREN_LOCK:
-            _CHILDREN.discard(proc)
+        forget_child(proc)
     if proc.returncode != 0:
         if _STOPPING.is_set():
             raise ExportError("stopped: the process is exiting")
