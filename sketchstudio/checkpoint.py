@@ -53,6 +53,9 @@ class ModelMeta:
     #: how the decoder doubles resolution: "deconv" (transposed convs, the paper's and every
     #: model before this field) or "resize" (nearest-neighbour ×2 then a 3×3 conv: no checkerboard)
     upsample: str = "deconv"
+    #: channels inside each residual block; 0 is ``4 * ngf`` (the paper's, and every model before
+    #: this field). Narrower: a lite student distilled from a full one (trainer.lite)
+    block_width: int = 0
     step: int = 0
     epoch: int = 0
     train_config: dict[str, Any] = field(default_factory=dict)
@@ -118,7 +121,7 @@ MAX_HEADER_BYTES = 16 << 20
 #: (type, lowest, highest) of each architecture field: a hostile ``ngf: 1500`` or
 #: ``image_size: 20000`` must fail here, not as a multi-GB allocation in StudentNet or cv2.resize
 META_INTS: dict[str, tuple[int, int]] = {
-    "ngf": (1, 256), "n_blocks": (0, 32), "image_size": (16, 1024),
+    "ngf": (1, 256), "n_blocks": (0, 32), "image_size": (16, 1024), "block_width": (0, 1024),
     "step": (0, 10**12), "epoch": (0, 10**9)}
 META_DICTS = ("train_config", "data", "metrics", "extra")
 META_STRS = ("arch", "created", "sketchstudio_version")
@@ -210,9 +213,8 @@ def validate_meta(d: Any, name: str) -> ModelMeta:
 
 def expected_shapes(meta: ModelMeta) -> dict[str, tuple[int, ...]]:
     """Parameter shapes of the student ``meta`` describes, built on the meta device (no memory)."""
-    kwargs: dict[str, Any] = {"ngf": meta.ngf, "n_blocks": meta.n_blocks}
-    if hasattr(meta, "upsample"):
-        kwargs["upsample"] = meta.upsample
+    kwargs: dict[str, Any] = {"ngf": meta.ngf, "n_blocks": meta.n_blocks,
+                              "upsample": meta.upsample, "block_width": meta.block_width}
     with torch.device("meta"):
         net = StudentNet(**kwargs)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
@@ -237,11 +239,16 @@ def _mismatch(have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]
         f"wrong shapes {', '.join(wrong[:3])}" if wrong else "") if part)
 
 
+def _arch_words(meta: ModelMeta) -> str:
+    """The architecture fields as an error message names them."""
+    return (f"ngf={meta.ngf}, n_blocks={meta.n_blocks}, upsample={meta.upsample}"
+            + (f", block_width={meta.block_width}" if meta.block_width else ""))
+
+
 def _check_shapes(header: dict[str, Any], meta: ModelMeta, name: str) -> None:
     """The tensors of G/F (and their weight averages) must be exactly what the metadata says."""
     want = expected_shapes(meta)
-    arch = f"ngf={meta.ngf}, n_blocks={meta.n_blocks}" + (
-        f", upsample={meta.upsample}" if hasattr(meta, "upsample") else "")
+    arch = _arch_words(meta)
     for prefix in ("G", "F", f"{EMA_PREFIX}.G", f"{EMA_PREFIX}.F"):
         head = prefix + "."
         have = {k[len(head):]: tuple(v["shape"]) for k, v in header.items() if k.startswith(head)}
@@ -318,14 +325,15 @@ def build_student(ckpt: Checkpoint, direction: str) -> StudentNet:
         raise CheckpointError(f"Model '{ckpt.path}' has no {direction} network "
                               f"(it holds: {', '.join(ckpt.directions)}).")
     m = ckpt.meta
-    net = StudentNet(ngf=m.ngf, n_blocks=m.n_blocks, upsample=m.upsample)
+    net = StudentNet(ngf=m.ngf, n_blocks=m.n_blocks, upsample=m.upsample,
+                     block_width=m.block_width)
     sd = ckpt.prefixed(DIRECTIONS[direction])
     detail = _mismatch({k: tuple(v.shape) for k, v in sd.items()},
                        {k: tuple(v.shape) for k, v in net.state_dict().items()})
     if detail:
         raise CheckpointError(
-            f"'{ckpt.path}' does not match the {ARCH} architecture with ngf={m.ngf}, "
-            f"n_blocks={m.n_blocks}, upsample={m.upsample} ({detail}). It was made by another model or version.")
+            f"'{ckpt.path}' does not match the {ARCH} architecture with {_arch_words(m)} "
+            f"({detail}). It was made by another model or version.")
     net.load_state_dict({k: v.float() for k, v in sd.items()})
     return net.eval()
 

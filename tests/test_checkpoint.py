@@ -208,6 +208,9 @@ BAD_META = [
     ({"sketchstudio_version": None}, "has invalid metadata: sketchstudio_version must be text, got None."),
     ({"upsample": "magic"}, "has invalid metadata: upsample='magic'; this SketchStudio knows deconv, resize."),
     ({"upsample": 3}, "has invalid metadata: upsample=3; this SketchStudio knows deconv, resize."),
+    ({"block_width": -1}, "has invalid metadata: block_width=-1 is outside 0..1024."),
+    ({"block_width": 1025}, "has invalid metadata: block_width=1025 is outside 0..1024."),
+    ({"block_width": "8"}, "has invalid metadata: block_width must be a whole number, got '8'."),
 ]
 
 
@@ -436,6 +439,34 @@ def test_build_student_names_what_is_wrong(tiny_model):
         f"'{tiny_model}' does not match the kt-student architecture with ngf=4, n_blocks=1, "
         f"upsample=resize (missing OC.1.bias; unexpected x; wrong shapes OC.1.weight: (1,) vs {want}). "
         "It was made by another model or version.")
+
+
+def test_a_narrow_block_student_round_trips_and_a_wrong_width_is_named(tmp_path):
+    """block_width (the lite students' inner residual width) is stored, checked against the
+    tensors on reading, and rebuilt exactly; a file whose metadata says another width fails with
+    the width in the message."""
+    torch.manual_seed(4)
+    net = StudentNet(4, 2, block_width=5)
+    assert tuple(net.Block[1].body[1].weight.shape) == (5, 16, 3, 3)  # 5 out of 4·ngf in
+    assert tuple(net.Block[1].body[5].weight.shape) == (16, 5, 3, 3)  # 5 in, 4·ngf out
+    p = save_checkpoint(tmp_path / "lite.safetensors", student_tensors("G", net),
+                        ModelMeta(ngf=4, n_blocks=2, image_size=32, block_width=5))
+    ck = read_checkpoint(p)
+    assert ck.meta.block_width == 5
+    g = build_student(ck, "photo2sketch")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(g(x), net.eval()(x))
+    wrong = save_checkpoint(tmp_path / "wrong.safetensors", student_tensors("G", net),
+                            ModelMeta(ngf=4, n_blocks=2, image_size=32, block_width=6))
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(wrong)
+    assert "with ngf=4, n_blocks=2, upsample=deconv, block_width=6 its metadata describes" in str(e.value)
+    assert "wrong shapes Block.0.body.1.weight: (5, 16, 3, 3) vs (6, 16, 3, 3)" in str(e.value)
+    full = save_checkpoint(tmp_path / "full.safetensors", student_tensors("G", net),
+                           ModelMeta(ngf=4, n_blocks=2, image_size=32))
+    with pytest.raises(CheckpointError, match="upsample=deconv its metadata describes"):
+        read_checkpoint(full)  # 0 means 4·ngf = 16 inside, not the file's 5
 
 
 def test_build_student_loads_half_precision_weights_in_eval_mode(tiny_model, tmp_path):
