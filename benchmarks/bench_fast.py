@@ -78,7 +78,12 @@ def _inputs(size: int) -> tuple[list[np.ndarray], str]:
 def _path_rows(tuner, xs: list[np.ndarray], calib: list[np.ndarray], threads: int,
                export_notes: dict[str, str]) -> tuple[list[dict], dict[str, tuple[float, float]]]:
     from sketchstudio.device import autocast, cpu_has_native_bf16
-    from sketchstudio.runtime.fastpath import BACKEND_NAMES, grey_level_diff, missing_packages
+    from sketchstudio.runtime.fastpath import (
+        BACKEND_NAMES,
+        LITE_NAMES,
+        grey_level_diff,
+        missing_packages,
+    )
 
     torch.set_num_threads(threads)
     net = tuner.net
@@ -101,6 +106,10 @@ def _path_rows(tuner, xs: list[np.ndarray], calib: list[np.ndarray], threads: in
     tuner.threads = threads
     for name in BACKEND_NAMES:
         lacking = missing_packages(name)
+        if name in LITE_NAMES and tuner.lite is None:
+            rows.append({"name": f"G forward 256² {name}", "value": "skipped",
+                         "why": "this model has no lite companion (python -m trainer.lite)"})
+            continue
         if lacking:
             rows.append({"name": f"G forward 256² {name}", "value": "skipped",
                          "why": f"{', '.join(lacking)} not installed"})

@@ -60,13 +60,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import DIRECTIONS, Checkpoint
+from ..checkpoint import DIRECTIONS, Checkpoint, build_student
 from ..errors import ConfigError
 from ..fsutil import TEMP_SUFFIX, atomic_write_json
 from ..threads import use_threads
 from ..userdirs import user_cache_dir
 from . import isa
 from .backends import BackendMissing, Runner, runner_class, runtime_versions
+from .lite import find_lite
 from .onnx_export import (
     ExportError,
     can_isolate,
@@ -81,7 +82,12 @@ from .remote import RemoteRunner, close_runner
 log = logging.getLogger(__name__)
 
 #: the exported paths, in the order they are tried
-BACKEND_NAMES = ("onnx-fp32", "onnx-int8", "openvino", "openvino-int8")
+#: "-lite": the int8 export of the model's lite companion (narrower residual blocks distilled
+#: from it, :mod:`.lite`); tried only where one exists for this very model, and judged, like every
+#: path, against the full model's fp32 output
+BACKEND_NAMES = ("onnx-fp32", "onnx-int8", "openvino", "openvino-int8", "onnx-int8-lite",
+                 "openvino-int8-lite")
+LITE_NAMES = ("onnx-int8-lite", "openvino-int8-lite")
 #: what ``mode`` may be: measure and choose, never, or one path by name (still parity-checked)
 #: "cached": use a decision made earlier on this machine (by the app, or a run with "auto"), but
 #: never export or measure: one-shot command-line runs end in seconds, before a background export
@@ -187,7 +193,9 @@ def machine_key(threads: int) -> str:
 _NEEDS = {"onnx-fp32": ("onnx", "onnxruntime"),
           "onnx-int8": ("onnx", "onnxruntime", "onnxruntime.quantization"),
           "openvino": ("onnx", "openvino"),
-          "openvino-int8": ("onnx", "openvino", "onnxruntime.quantization")}
+          "openvino-int8": ("onnx", "openvino", "onnxruntime.quantization"),
+          "onnx-int8-lite": ("onnx", "onnxruntime", "onnxruntime.quantization"),
+          "openvino-int8-lite": ("onnx", "openvino", "onnxruntime.quantization")}
 
 
 def _findable(mod: str) -> bool:
@@ -355,8 +363,21 @@ class Tuner:
         self.size = int(ckpt.meta.image_size)
         self.key = model_key(ckpt, direction)
         self.artifacts = self.cache_root / f"{self.key}-{direction}-{self.size}"
+        #: the model's lite companion for this direction (:func:`.lite.find_lite`), if any: part
+        #: of the decision's key, so a companion added, replaced or removed is measured again
+        self.lite = find_lite(ckpt, direction) if set(candidates) & set(LITE_NAMES) else None
+        lite_key = f"-lite{model_key(self.lite, direction)[:8]}" if self.lite is not None else ""
         self.decision_path = (self.cache_root / "decisions" /
-                              f"{machine_key(self.threads)}-{self.key}-{direction}.json")
+                              f"{machine_key(self.threads)}-{self.key}{lite_key}-{direction}.json")
+
+    def _source(self, lite: bool) -> tuple[Checkpoint, Path]:
+        """The checkpoint an export is made from and the folder its exports live in."""
+        if not lite:
+            return self.ckpt, self.artifacts
+        if self.lite is None:
+            raise ExportError("this model has no lite companion")
+        return self.lite, self.cache_root / f"{model_key(self.lite, self.direction)}-" \
+                                            f"{self.direction}-{self.size}"
 
     # -- pieces (also used by tests and benchmarks) ----------------------------------------------
     def _fp32(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,27 +390,31 @@ class Tuner:
             with contextlib.suppress(Exception):  # a broken listener must not stop tuning
                 self.progress(self.direction, msg)
 
-    def fp32_path(self) -> Path:
-        """The fp32 ONNX export, made once (atomically) and reused."""
-        dest = self.artifacts / "fp32.onnx"
+    def fp32_path(self, lite: bool = False) -> Path:
+        """The fp32 ONNX export (of the lite companion with ``lite``), made once (atomically)
+        and reused."""
+        ckpt, folder = self._source(lite)
+        dest = folder / "fp32.onnx"
         if not dest.is_file():
-            self._say("exporting the network (once per model)…")
-            self.artifacts.mkdir(parents=True, exist_ok=True)
+            self._say(f"exporting the {'lite ' if lite else ''}network (once per model)…")
+            folder.mkdir(parents=True, exist_ok=True)
             if ISOLATE_EXPORTS and can_isolate():
-                export_fp32_isolated(self.ckpt, self.direction, dest, threads=self.threads)
+                export_fp32_isolated(ckpt, self.direction, dest, threads=self.threads)
             else:
-                export_fp32(self.net, self.size, dest)
+                net = build_student(ckpt, self.direction) if lite else self.net
+                export_fp32(net, self.size, dest)
         return dest
 
-    def int8_path(self, calibration: Sequence[np.ndarray] | None = None) -> Path:
+    def int8_path(self, calibration: Sequence[np.ndarray] | None = None, lite: bool = False
+                  ) -> Path:
         """The int8 export, calibrated (once) on ``calibration`` or, when None, on the images
         :func:`reference_inputs` finds; an existing export is reused without reading any image."""
         reduce = not isa.has_int8_dot()
-        dest = self.artifacts / ("int8-r7.onnx" if reduce else "int8.onnx")
+        dest = self._source(lite)[1] / ("int8-r7.onnx" if reduce else "int8.onnx")
         if not dest.is_file():
             if calibration is None:
                 calibration = reference_inputs(self.ckpt, self.direction, self.calibration_dir)[0]
-            src = self.fp32_path()
+            src = self.fp32_path(lite)
             self._say(f"calibrating int8 on {len(calibration)} training images (once per model)…")
             if ISOLATE_EXPORTS and can_isolate():
                 quantize_int8_isolated(src, dest, calibration, reduce_range=reduce,
@@ -400,7 +425,9 @@ class Tuner:
 
     def load(self, name: str, calibration: Sequence[np.ndarray] | None = None) -> Runner:
         """Export what ``name`` needs (if not cached) and load its runner."""
-        if name in ("onnx-int8", "openvino-int8"):
+        if name in LITE_NAMES:
+            path = self.int8_path(calibration, lite=True)
+        elif name in ("onnx-int8", "openvino-int8"):
             path = self.int8_path(calibration)
         else:
             path = self.fp32_path()
@@ -439,6 +466,8 @@ class Tuner:
 
     def _measure(self) -> tuple[Decision, Runner | None]:
         names = [self.force] if self.force else self.candidates
+        if not self.force and self.lite is None:  # nothing to try: not a failure, not missing
+            names = [n for n in names if n not in LITE_NAMES]
         calib, parity_inputs, source = reference_inputs(self.ckpt, self.direction,
                                                         self.calibration_dir)
         decision = Decision(backend="torch", direction=self.direction, images=source,
@@ -658,7 +687,8 @@ class FastPaths:
     def describe(self, direction: str | None = None) -> str:
         """E.g. "ONNX Runtime int8" for the status line; "" when torch runs."""
         names = {"onnx-fp32": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8",
-                 "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8"}
+                 "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8",
+                 "onnx-int8-lite": "ONNX Runtime int8, lite", "openvino-int8-lite": "OpenVINO int8, lite"}
         dirs = [direction] if direction else list(DIRECTIONS)
         used = sorted({names[self._states[d].runner.name] for d in dirs
                        if self.runner(d) is not None})
