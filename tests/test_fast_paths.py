@@ -356,6 +356,41 @@ def test_shipped_model_int8_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs
     assert abs(np.mean(d_fsim)) <= 0.003, d_fsim
 
 
+@needs_ort
+def test_shipped_lite_companion_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs, tmp_path):
+    """The same acceptance for the shipped model's lite companion (narrower blocks, int8): its
+    distance is measured from the *full* G's fp32 output, not from the lite net's own."""
+    from sketchstudio.checkpoint import build_student
+    from sketchstudio.imaging import load_image, to_image, to_tensor
+    from sketchstudio.metrics.fsim import fsim_gray
+    from sketchstudio.resources import default_model_path
+
+    model = default_model_path()
+    if model is None:
+        pytest.skip("the shipped default model is not installed")
+    ckpt = read_checkpoint(model)
+    net = build_student(ckpt, G)
+    t = Tuner(ckpt, G, net, cache_root=tmp_path, threads=torch.get_num_threads(),
+              calibration_dir=cufs / "train")
+    if t.lite is None:
+        pytest.skip("the shipped model has no lite companion")
+    assert t.lite.meta.block_width < 4 * ckpt.meta.ngf
+    runner = t.load("onnx-int8-lite")
+    photos = sorted((cufs / "test" / "photos").glob("cuhk_*"))[3:6]
+    diffs, d_fsim = [], []
+    for p in photos:
+        img, truth = load_image(p), load_image(cufs / "test" / "sketches" / p.name)
+        h, w = img.shape[:2]
+        x = to_tensor(img, int(ckpt.meta.image_size))
+        with torch.inference_mode():
+            ref = net(x)
+        y = torch.from_numpy(runner(x.numpy()))
+        diffs.append(grey_level_diff(ref, y))
+        d_fsim.append(fsim_gray(to_image(y, w, h), truth) - fsim_gray(to_image(ref, w, h), truth))
+    assert 0.05 < np.mean(diffs) <= PARITY_MAX_GREY, diffs  # not the full net, yet close to it
+    assert abs(np.mean(d_fsim)) <= 0.003, d_fsim
+
+
 def test_exit_kills_a_running_export_child(tiny_model, tmp_path, monkeypatch):
     """At exit the export child is killed instead of waited for (an export of the shipped model
     takes minutes on a laptop); no half model is left and no new child starts."""

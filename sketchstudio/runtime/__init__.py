@@ -12,10 +12,15 @@ Modules:
 - ``isa``: what the CPU/GPU can do (AVX2, AVX-512, VNNI, AMX, bf16), for decisions and benchmarks
 - ``onnx_export``: atomic fp32 export and int8 static quantisation of a student (into the cache)
 - ``backends``: ONNX Runtime / OpenVINO runners with one call signature
+- ``remote``: the same runners in a child process (what the app uses: their imports and compiles
+  hold the GIL long enough to freeze a window)
+- ``lite``: finds a model's lite companion (narrower residual blocks distilled from it by
+  ``trainer.lite``), the source of the ``*-int8-lite`` paths
 - ``fastpath``: the cache layout, parity, measurement, decision and the background tuner
 
 Nothing here imports Qt; ``onnxruntime``, ``onnx`` and ``openvino`` are optional
-(``pip install 'sketchstudio[fast]'``) and imported only when a fast path is tried.
+(``pip install 'sketchstudio[fast]'``) and imported only in child processes (in a frozen bundle,
+which cannot start them, when a fast path is tried).
 """
 
 from __future__ import annotations
