@@ -270,6 +270,7 @@ def parity_samples(ckpt, cache: Path, calib_dir: Path | None, threads: int,
     from sketchstudio.metrics.fsim import fsim_gray
     from sketchstudio.runtime.fastpath import (
         BACKEND_NAMES,
+        LITE_NAMES,
         Tuner,
         grey_level_diff,
         missing_packages,
@@ -286,7 +287,7 @@ def parity_samples(ckpt, cache: Path, calib_dir: Path | None, threads: int,
                       threads=threads)
         runners, failed = {}, {}
         for name in BACKEND_NAMES:
-            if missing_packages(name):
+            if missing_packages(name) or (name in LITE_NAMES and tuner.lite is None):
                 continue
             try:
                 runners[name] = tuner.load(name)
