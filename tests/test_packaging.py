@@ -28,6 +28,7 @@ SOURCES = ("pyproject.toml", "README.md", "sketchstudio", "trainer")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
 WHEEL_ASSETS = [
     "sketchstudio/assets/models/kt-cufs.safetensors",
+    "sketchstudio/assets/models/kt-cufs.lite.safetensors",
     "sketchstudio/assets/models/MODEL_CARD.md",
     "sketchstudio/assets/icons/sketchstudio.svg",
     "sketchstudio/assets/icons/sketchstudio.png",
