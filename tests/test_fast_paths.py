@@ -319,39 +319,47 @@ def test_isolated_export_failure_is_an_export_error(tiny_model, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-@needs_ort
-@pytest.mark.shared
-@pytest.mark.slow
-def test_shipped_model_int8_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs, tmp_path):
-    """Issue 23's acceptance on a few images (the full 100 pairs: ``python -m benchmarks fast
-    --full``): the int8 path of the shipped G, calibrated on CUFS *training* photos, stays within
-    2 grey levels (mean absolute) and 0.003 FSIM of fp32 torch on 3 CUHK test photos. Reporting
-    only: nothing is chosen on them."""
+def _shipped_tuner(cufs: Path, cache: Path) -> Tuner:
     from sketchstudio.checkpoint import build_student
-    from sketchstudio.imaging import load_image, to_image, to_tensor
-    from sketchstudio.metrics.fsim import fsim_gray
     from sketchstudio.resources import default_model_path
 
     model = default_model_path()
     if model is None:
         pytest.skip("the shipped default model is not installed")
     ckpt = read_checkpoint(model)
-    net = build_student(ckpt, G)
-    t = Tuner(ckpt, G, net, cache_root=tmp_path, threads=torch.get_num_threads(),
-              calibration_dir=cufs / "train")
-    runner = t.load("onnx-int8")
-    photos = sorted((cufs / "test" / "photos").glob("cuhk_*"))[:3]
-    assert len(photos) == 3
+    return Tuner(ckpt, G, build_student(ckpt, G), cache_root=cache,
+                 threads=torch.get_num_threads(), calibration_dir=cufs / "train")
+
+
+def _cuhk_parity(t: Tuner, path: str, cufs: Path, photos: slice) -> tuple[list[float], list[float]]:
+    """Grey-level distance and FSIM change of fast path ``path`` from the full G's fp32 torch
+    output, on some CUHK test photos."""
+    from sketchstudio.imaging import load_image, to_image, to_tensor
+    from sketchstudio.metrics.fsim import fsim_gray
+
+    runner = t.load(path)
+    files = sorted((cufs / "test" / "photos").glob("cuhk_*"))[photos]
+    assert len(files) == 3
     diffs, d_fsim = [], []
-    for p in photos:
+    for p in files:
         img, truth = load_image(p), load_image(cufs / "test" / "sketches" / p.name)
         h, w = img.shape[:2]
-        x = to_tensor(img, int(ckpt.meta.image_size))
+        x = to_tensor(img, t.size)
         with torch.inference_mode():
-            ref = net(x)
+            ref = t.net(x)
         y = torch.from_numpy(runner(x.numpy()))
         diffs.append(grey_level_diff(ref, y))
         d_fsim.append(fsim_gray(to_image(y, w, h), truth) - fsim_gray(to_image(ref, w, h), truth))
+    return diffs, d_fsim
+
+
+@needs_ort
+def test_shipped_model_int8_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs, tmp_path):
+    """Issue 23's acceptance on a few images (the full 100 pairs: ``python -m benchmarks fast
+    --full``): the int8 path of the shipped G, calibrated on CUFS *training* photos, stays within
+    2 grey levels (mean absolute) and 0.003 FSIM of fp32 torch on 3 CUHK test photos. Reporting
+    only: nothing is chosen on them."""
+    diffs, d_fsim = _cuhk_parity(_shipped_tuner(cufs, tmp_path), "onnx-int8", cufs, slice(0, 3))
     assert np.mean(diffs) <= PARITY_MAX_GREY, diffs
     assert abs(np.mean(d_fsim)) <= 0.003, d_fsim
 
@@ -360,33 +368,11 @@ def test_shipped_model_int8_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs
 def test_shipped_lite_companion_keeps_fsim_and_grey_levels_on_a_few_cuhk_photos(cufs, tmp_path):
     """The same acceptance for the shipped model's lite companion (narrower blocks, int8): its
     distance is measured from the *full* G's fp32 output, not from the lite net's own."""
-    from sketchstudio.checkpoint import build_student
-    from sketchstudio.imaging import load_image, to_image, to_tensor
-    from sketchstudio.metrics.fsim import fsim_gray
-    from sketchstudio.resources import default_model_path
-
-    model = default_model_path()
-    if model is None:
-        pytest.skip("the shipped default model is not installed")
-    ckpt = read_checkpoint(model)
-    net = build_student(ckpt, G)
-    t = Tuner(ckpt, G, net, cache_root=tmp_path, threads=torch.get_num_threads(),
-              calibration_dir=cufs / "train")
+    t = _shipped_tuner(cufs, tmp_path)
     if t.lite is None:
         pytest.skip("the shipped model has no lite companion")
-    assert t.lite.meta.block_width < 4 * ckpt.meta.ngf
-    runner = t.load("onnx-int8-lite")
-    photos = sorted((cufs / "test" / "photos").glob("cuhk_*"))[3:6]
-    diffs, d_fsim = [], []
-    for p in photos:
-        img, truth = load_image(p), load_image(cufs / "test" / "sketches" / p.name)
-        h, w = img.shape[:2]
-        x = to_tensor(img, int(ckpt.meta.image_size))
-        with torch.inference_mode():
-            ref = net(x)
-        y = torch.from_numpy(runner(x.numpy()))
-        diffs.append(grey_level_diff(ref, y))
-        d_fsim.append(fsim_gray(to_image(y, w, h), truth) - fsim_gray(to_image(ref, w, h), truth))
+    assert t.lite.meta.block_width < 4 * t.ckpt.meta.ngf
+    diffs, d_fsim = _cuhk_parity(t, "onnx-int8-lite", cufs, slice(3, 6))
     assert 0.05 < np.mean(diffs) <= PARITY_MAX_GREY, diffs  # not the full net, yet close to it
     assert abs(np.mean(d_fsim)) <= 0.003, d_fsim
 
