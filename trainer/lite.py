@@ -56,6 +56,7 @@ from sketchstudio.checkpoint import (
 from sketchstudio.errors import ConfigError, DataError
 from sketchstudio.fsutil import atomic_write_bytes
 from sketchstudio.models.student import StudentNet
+from sketchstudio.runtime.fastpath import direction_images, file_sha256, grey_level_diff
 from sketchstudio.runtime.lite import lite_path_for
 
 log = logging.getLogger(__name__)
@@ -145,13 +146,6 @@ class DistillConfig:
     validate_every: int = 50
 
 
-def grey_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean absolute difference in 0..255 grey levels after the rounding a user sees."""
-    from sketchstudio.runtime.fastpath import grey_level_diff
-
-    return grey_level_diff(a, b)
-
-
 def distill(lite: StudentNet, full: StudentNet, train: Sequence[torch.Tensor],
             val: torch.Tensor, cfg: DistillConfig, start_step: int = 0,
             opt_state: dict | None = None,
@@ -187,7 +181,7 @@ def distill(lite: StudentNet, full: StudentNet, train: Sequence[torch.Tensor],
         if step % cfg.validate_every == 0 or step == cfg.steps:
             lite.eval()
             with torch.inference_mode():
-                err = float(np.mean([grey_error(val_ref[j:j + 1], lite(val[j:j + 1]))
+                err = float(np.mean([grey_level_diff(val_ref[j:j + 1], lite(val[j:j + 1]))
                                      for j in range(len(val))]))
             lite.train()
             log.info("distill step %d: validation %.3f grey levels from the full net", step, err)
@@ -197,11 +191,13 @@ def distill(lite: StudentNet, full: StudentNet, train: Sequence[torch.Tensor],
 
 
 # -- the command -----------------------------------------------------------------------------------
-def _images(folder: Path, size: int, skip: set[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(training, validation) inputs of ``folder`` (validation: the stems in ``skip``)."""
-    from sketchstudio.imaging import is_image_path, load_image, to_tensor
+def _images(folder: Path, direction: str, size: int, skip: set[str]
+            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(training, validation) inputs of ``direction`` in ``folder`` (validation: the stems in
+    ``skip``)."""
+    from sketchstudio.imaging import load_image, to_tensor
 
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    files = direction_images(folder, direction) if folder.is_dir() else []
     if not files:
         raise DataError(f"'{folder}' holds no images to distil on.")
     train = [to_tensor(load_image(p), size) for p in files if p.stem not in skip]
@@ -216,13 +212,10 @@ def make_lite(model: Path, data: Path, out: Path, direction: str, cfg: DistillCo
               val_stems: Sequence[str], resume: bool = True) -> Path:
     """Prune and distil ``model``'s ``direction`` into ``out`` (the best validation step), with a
     resumable state next to it (``out`` + ``.state``)."""
-    from sketchstudio.runtime.fastpath import file_sha256
-
     ckpt = read_checkpoint(model)
     full = build_student(ckpt, direction)
     size = int(ckpt.meta.image_size)
-    sub = data / ("photos" if direction == "photo2sketch" else "sketches")
-    train, val = _images(sub if sub.is_dir() else data, size, set(val_stems))
+    train, val = _images(data, direction, size, set(val_stems))
     state_path = out.with_name(out.name + ".state")
     best: dict = {"err": float("inf")}
     start, opt_state = 0, None
@@ -266,7 +259,7 @@ def make_lite(model: Path, data: Path, out: Path, direction: str, cfg: DistillCo
     if start == 0:
         lite.eval()
         with torch.inference_mode():
-            err0 = float(np.mean([grey_error(full(v), lite(v)) for v in val]))
+            err0 = float(np.mean([grey_level_diff(full(v), lite(v)) for v in val]))
         log.info("after pruning: %.3f grey levels from the full net on validation", err0)
         best.update(err=err0, step=0)
         save_lite(lite, 0, err0)

@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 #: path, against the full model's fp32 output
 BACKEND_NAMES = ("onnx-fp32", "onnx-int8", "openvino", "openvino-int8", "onnx-int8-lite",
                  "openvino-int8-lite")
-LITE_NAMES = ("onnx-int8-lite", "openvino-int8-lite")
+LITE_NAMES = tuple(n for n in BACKEND_NAMES if n.endswith("-lite"))
 #: what ``mode`` may be: measure and choose, never, or one path by name (still parity-checked)
 #: "cached": use a decision made earlier on this machine (by the app, or a run with "auto"), but
 #: never export or measure: one-shot command-line runs end in seconds, before a background export
@@ -193,9 +193,8 @@ def machine_key(threads: int) -> str:
 _NEEDS = {"onnx-fp32": ("onnx", "onnxruntime"),
           "onnx-int8": ("onnx", "onnxruntime", "onnxruntime.quantization"),
           "openvino": ("onnx", "openvino"),
-          "openvino-int8": ("onnx", "openvino", "onnxruntime.quantization"),
-          "onnx-int8-lite": ("onnx", "onnxruntime", "onnxruntime.quantization"),
-          "openvino-int8-lite": ("onnx", "openvino", "onnxruntime.quantization")}
+          "openvino-int8": ("onnx", "openvino", "onnxruntime.quantization")}
+_NEEDS |= {n: _NEEDS[n.removesuffix("-lite")] for n in LITE_NAMES}  # the same export, smaller net
 
 
 def _findable(mod: str) -> bool:
@@ -263,7 +262,9 @@ class Decision:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def _folder_images(folder: Path, direction: str) -> list[Path]:
+def direction_images(folder: Path, direction: str) -> list[Path]:
+    """The images a ``direction``'s network takes in ``folder``: its ``photos/`` or
+    ``sketches/`` when there is one, else the folder itself; sorted."""
     from ..imaging import is_image_path
 
     sub = folder / ("photos" if direction == "photo2sketch" else "sketches")
@@ -300,7 +301,7 @@ def reference_inputs(ckpt: Checkpoint, direction: str,
         if ckpt.path is not None and not Path(root).is_absolute():
             folders.append((Path(ckpt.path).parent / root, "the model's training folder"))
     for folder, what in folders:
-        files = _folder_images(folder, direction) if folder.is_dir() else []
+        files = direction_images(folder, direction) if folder.is_dir() else []
         if calibration_dir and folder == Path(calibration_dir) and not files:
             raise ConfigError(f"Calibration folder '{folder}' holds no images.")
         if len(files) >= 2:
@@ -427,7 +428,7 @@ class Tuner:
         """Export what ``name`` needs (if not cached) and load its runner."""
         if name in LITE_NAMES:
             path = self.int8_path(calibration, lite=True)
-        elif name in ("onnx-int8", "openvino-int8"):
+        elif name.endswith("-int8"):
             path = self.int8_path(calibration)
         else:
             path = self.fp32_path()
@@ -687,8 +688,8 @@ class FastPaths:
     def describe(self, direction: str | None = None) -> str:
         """E.g. "ONNX Runtime int8" for the status line; "" when torch runs."""
         names = {"onnx-fp32": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8",
-                 "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8",
-                 "onnx-int8-lite": "ONNX Runtime int8, lite", "openvino-int8-lite": "OpenVINO int8, lite"}
+                 "openvino": "OpenVINO", "openvino-int8": "OpenVINO int8"}
+        names |= {n: names[n.removesuffix("-lite")] + ", lite" for n in LITE_NAMES}
         dirs = [direction] if direction else list(DIRECTIONS)
         used = sorted({names[self._states[d].runner.name] for d in dirs
                        if self.runner(d) is not None})

@@ -9,6 +9,7 @@ of the model file, so a retrained model next to an old companion never uses it.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from ..checkpoint import Checkpoint, read_checkpoint
@@ -25,16 +26,40 @@ def lite_path_for(model: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".safetensors") + LITE_SUFFIX)
 
 
+#: answers per (model file, companion file, their sizes and times, direction): every Tuner asks
+#: (one per tuning, and one per thread-count variant), and reading the companion checks all its
+#: tensors, so a process reads each companion once while neither file changes
+_FOUND: dict[tuple, Checkpoint | None] = {}
+_FOUND_LOCK = threading.Lock()
+
+
+def _stamp(p: Path) -> tuple[str, int, int]:
+    st = p.stat()
+    return str(p.resolve()), st.st_size, st.st_mtime_ns
+
+
 def find_lite(ckpt: Checkpoint, direction: str) -> Checkpoint | None:
     """The lite companion of ``ckpt`` for ``direction``, or None (no file, made from another
     model, another image size, or without that direction), with the reason logged."""
-    from .fastpath import file_sha256
-
     if ckpt.path is None or Path(ckpt.path).name.endswith(LITE_SUFFIX):
         return None
     path = lite_path_for(ckpt.path)
-    if not path.is_file():
+    try:
+        key = (_stamp(Path(ckpt.path)), _stamp(path), direction)
+    except OSError:  # no companion (or the model file is gone): nothing to remember
         return None
+    with _FOUND_LOCK:
+        if key in _FOUND:
+            return _FOUND[key]
+    found = _read_companion(ckpt, path, direction)
+    with _FOUND_LOCK:
+        _FOUND[key] = found
+    return found
+
+
+def _read_companion(ckpt: Checkpoint, path: Path, direction: str) -> Checkpoint | None:
+    from .fastpath import file_sha256
+
     try:
         lite = read_checkpoint(path)
     except CheckpointError as exc:
